@@ -7,3 +7,5 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod keys;
+pub mod tunnel;
+pub mod wire;
