@@ -1,0 +1,679 @@
+//! The device: our static identity, all peers, and the dispatch of every
+//! datagram, tunnel packet and timer tick to the right peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use super::cookie::CookieChecker;
+use super::crypto::tai64n;
+use super::handshake::{HandshakeError, InitiatorHandshake, ReceivedInitiation, TIMESTAMP_LEN};
+use super::peer::{PendingHandshake, Peer, PeerConfig, PeerId, PeerStats};
+use super::ratelimit::{LoadMonitor, RateLimiter};
+use super::session::{Keypair, OpenError, REJECT_AFTER_TIME};
+use super::timers::{KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS};
+use super::Entropy;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::wire::wg::{self, Message, COOKIE_REPLY_LEN, DATA_HEADER_LEN, INITIATION_LEN, RESPONSE_LEN};
+
+/// Initiations from one peer closer together than this are dropped (flood guard).
+const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Tunable limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Handshake messages per second beyond which cookies are demanded.
+    pub handshake_load_threshold: u32,
+    /// Packets kept per peer while its handshake is in flight.
+    pub queue_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { handshake_load_threshold: 1000, queue_limit: 128 }
+    }
+}
+
+/// What a datagram turned out to be.
+#[derive(Debug)]
+pub enum Received<'a> {
+    /// A decrypted inner IP packet from `peer`, trimmed to its IP length.
+    /// Cryptokey routing (is the source address the peer's?) is the caller's.
+    Packet { peer: PeerId, packet: &'a [u8] },
+    /// Send these bytes back to the datagram's source (a handshake response
+    /// or a cookie reply).
+    Reply(&'a [u8]),
+    /// Consumed (keepalive, handshake completion, cookie). Poll for transmits.
+    Done,
+}
+
+/// Why a datagram produced nothing. Every drop is silent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    Malformed,
+    /// mac1 did not match our key: the sender does not know who we are.
+    Mac1,
+    /// The initiator's key is not one of our peers: cloaked.
+    UnknownPeer,
+    RateLimited,
+    UnknownIndex,
+    /// Handshake timestamp not newer than the last, or counter replayed.
+    Replay,
+    /// Initiations from this peer arrive too fast.
+    Flood,
+    /// Authentication failed.
+    Crypto,
+    /// The keypair is too old to use.
+    Expired,
+    /// The decrypted payload is not an IP packet of consistent length.
+    BadInner,
+}
+
+/// Why a tunnel packet was not sent right away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    UnknownPeer,
+    /// No session and no endpoint to start one: the peer must contact us first.
+    NoEndpoint,
+    /// The buffer has no room for header, padding and tag.
+    BufferTooSmall,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: PeerId,
+    pub endpoint: SocketAddr,
+    pub len: usize,
+}
+
+/// Outcome of [`Device::encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// `buf[..len]` is ready to send to `endpoint`.
+    Now(Transmit),
+    /// Queued until a handshake completes; poll for transmits.
+    Queued,
+}
+
+pub struct Device {
+    private: PrivateKey,
+    public: PublicKey,
+    config: Config,
+    peers: Vec<Option<Peer>>,
+    by_key: HashMap<PublicKey, PeerId>,
+    /// Our receiver indices (keypairs and pending handshakes) to their peer.
+    indices: HashMap<u32, PeerId>,
+    cookies: CookieChecker,
+    load: LoadMonitor,
+    limiter: RateLimiter,
+    entropy: Box<dyn Entropy>,
+    /// Peers with something to send, drained by `poll_transmit`.
+    pending: VecDeque<PeerId>,
+    /// Anchors the monotonic `now` the caller passes to wall-clock time,
+    /// for handshake timestamps.
+    epoch: (Instant, Duration),
+    last_gc: Option<Instant>,
+}
+
+impl Device {
+    /// `now` and `wall` are the caller's clocks at the same moment; the
+    /// device never reads a clock itself.
+    pub fn new(private: PrivateKey, config: Config, entropy: Box<dyn Entropy>, now: Instant, wall: SystemTime) -> Self {
+        let public = private.public_key();
+        Device {
+            cookies: CookieChecker::new(&public),
+            load: LoadMonitor::new(config.handshake_load_threshold),
+            private,
+            public,
+            config,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            indices: HashMap::new(),
+            limiter: RateLimiter::default(),
+            entropy,
+            pending: VecDeque::new(),
+            epoch: (now, wall.duration_since(UNIX_EPOCH).unwrap_or_default()),
+            last_gc: None,
+        }
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Adds a peer, or updates the configuration of an existing one without
+    /// disturbing its session (a policy reload with unchanged keys).
+    pub fn upsert_peer(&mut self, config: PeerConfig) -> PeerId {
+        if let Some(&id) = self.by_key.get(&config.public_key) {
+            if let Some(peer) = self.peer_mut(id) {
+                let endpoint = config.endpoint.or(peer.config.endpoint);
+                peer.timers.persistent_interval = config.persistent_keepalive;
+                peer.config = PeerConfig { endpoint, ..config };
+                peer.stats.endpoint = endpoint;
+            }
+            return id;
+        }
+        let key = config.public_key;
+        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let id = PeerId(slot as u32);
+        let peer = Some(Peer::new(config));
+        match self.peers.get_mut(slot) {
+            Some(s) => *s = peer,
+            None => self.peers.push(peer),
+        }
+        self.by_key.insert(key, id);
+        id
+    }
+
+    /// Removes a peer and forgets its keys at once.
+    pub fn remove_peer(&mut self, id: PeerId) -> bool {
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) else { return false };
+        for index in peer.indices() {
+            self.indices.remove(&index);
+        }
+        self.by_key.remove(&peer.config.public_key);
+        self.pending.retain(|p| *p != id);
+        true
+    }
+
+    pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(i, _)| PeerId(i as u32))
+    }
+
+    pub fn peer_key(&self, id: PeerId) -> Option<PublicKey> {
+        self.peer(id).map(|p| p.config.public_key)
+    }
+
+    pub fn peer_stats(&self, id: PeerId, now: Instant) -> Option<PeerStats> {
+        self.peer(id).map(|p| PeerStats {
+            has_session: p.current.as_ref().is_some_and(|k| k.can_send(now)),
+            ..p.stats.clone()
+        })
+    }
+
+    /// The edge saw a backlog of handshake work: demand cookies for a while.
+    pub fn report_load(&mut self, now: Instant) {
+        self.load.force(now);
+    }
+
+    fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn mark_pending(pending: &mut VecDeque<PeerId>, id: PeerId, peer: &mut Peer) {
+        if !peer.in_pending {
+            peer.in_pending = true;
+            pending.push_back(id);
+        }
+    }
+
+    fn new_index(&mut self, id: PeerId) -> u32 {
+        loop {
+            let index = self.entropy.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.indices.entry(index) {
+                e.insert(id);
+                return index;
+            }
+        }
+    }
+
+    fn timestamp(&self, now: Instant) -> [u8; TIMESTAMP_LEN] {
+        let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
+        // Rounded down (as the kernel does) so timestamps do not leak precise
+        // clock readings; retries are seconds apart, far coarser than this.
+        let coarse = Duration::new(wall.as_secs(), wall.subsec_nanos() & !((1 << 24) - 1));
+        tai64n(coarse)
+    }
+
+    /// Handles one UDP datagram from `src`. Data is decrypted in place in
+    /// `datagram`; handshake answers are written to `reply` (≥ 92 bytes).
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &'a mut [u8],
+        reply: &'a mut [u8],
+    ) -> Result<Received<'a>, Dropped> {
+        let (receiver, counter) = match wg::parse(datagram).map_err(|_| Dropped::Malformed)? {
+            Message::Data(d) => (d.receiver(), d.counter()),
+            Message::Initiation(m) => return self.on_initiation(now, src, m, reply),
+            Message::Response(m) => return self.on_response(now, src, m, reply),
+            Message::CookieReply(m) => {
+                let id = *self.indices.get(&m.receiver()).ok_or(Dropped::UnknownIndex)?;
+                let peer = self.peer_mut(id).ok_or(Dropped::UnknownIndex)?;
+                return match peer.jar.consume_reply(now, &m.nonce(), &m.encrypted_cookie()) {
+                    true => Ok(Received::Done),
+                    false => Err(Dropped::Crypto),
+                };
+            }
+        };
+        let sealed = datagram.get_mut(DATA_HEADER_LEN..).ok_or(Dropped::Malformed)?;
+        self.on_data(now, src, receiver, counter, sealed)
+    }
+
+    fn on_initiation<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        msg: wg::Initiation<'_>,
+        reply: &'a mut [u8],
+    ) -> Result<Received<'a>, Dropped> {
+        if !self.cookies.check_mac1(msg.bytes()) {
+            return Err(Dropped::Mac1);
+        }
+        if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
+            return Ok(Received::Reply(reply.get(..COOKIE_REPLY_LEN).unwrap_or_default()));
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        self.entropy.fill(&mut seed[..]);
+        let received =
+            ReceivedInitiation::read(&self.private, &self.public, msg.noise(), *seed).map_err(map_hs)?;
+        // Cloaking: an initiator we do not know gets no answer at all.
+        let id = *self.by_key.get(&received.remote).ok_or(Dropped::UnknownPeer)?;
+        let peer = self.peer(id).ok_or(Dropped::UnknownPeer)?;
+        if peer.last_timestamp.is_some_and(|last| received.timestamp <= last) {
+            return Err(Dropped::Replay);
+        }
+        if peer.last_initiation_received.is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL) {
+            return Err(Dropped::Flood);
+        }
+        let psk = peer.config.preshared_key.clone();
+        let timestamp = received.timestamp;
+        let mut noise = [0u8; wg::RESPONSE_NOISE_LEN];
+        let keys = received.respond(&psk, &mut noise).map_err(map_hs)?;
+        let local_index = self.new_index(id);
+        let keypair = Keypair::new(&keys.send, &keys.recv, local_index, msg.sender(), now, false);
+        let out: &mut [u8; RESPONSE_LEN] = reply
+            .get_mut(..RESPONSE_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Dropped::Malformed)?;
+        let (Some(keypair), Some(peer)) = (keypair, self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)) else {
+            self.indices.remove(&local_index);
+            return Err(Dropped::Crypto);
+        };
+        wg::write_response(out, local_index, msg.sender(), &noise);
+        peer.jar.stamp(now, out);
+        // A responder holds the new keys as `next` until the initiator proves
+        // it has them too, by sending data with them.
+        for old in [peer.next.replace(keypair), peer.previous.take()].into_iter().flatten() {
+            self.indices.remove(&old.local_index);
+        }
+        peer.last_timestamp = Some(timestamp);
+        peer.last_initiation_received = Some(now);
+        peer.set_endpoint(src);
+        peer.stats.handshakes += 1;
+        peer.timers.session_derived(now);
+        peer.timers.any_authenticated_sent();
+        peer.timers.any_authenticated_traversal(now);
+        peer.stats.tx_bytes += RESPONSE_LEN as u64;
+        Ok(Received::Reply(&out[..]))
+    }
+
+    /// Under load, a handshake message without a valid mac2 earns a cookie
+    /// reply, and one with it still passes the per-source rate limit.
+    /// Returns true when a cookie reply was written to `reply`.
+    fn under_load_gate(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        msg: &[u8],
+        sender: u32,
+        reply: &mut [u8],
+    ) -> Result<bool, Dropped> {
+        if !self.load.record(now) {
+            return Ok(false);
+        }
+        if !self.cookies.check_mac2(now, self.entropy.as_mut(), msg, &src) {
+            let out: &mut [u8; COOKIE_REPLY_LEN] = reply
+                .get_mut(..COOKIE_REPLY_LEN)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(Dropped::Malformed)?;
+            if !self.cookies.write_reply(now, self.entropy.as_mut(), msg, sender, &src, out) {
+                return Err(Dropped::Malformed);
+            }
+            return Ok(true);
+        }
+        if !self.limiter.allow(now, src.ip()) {
+            return Err(Dropped::RateLimited);
+        }
+        Ok(false)
+    }
+
+    fn on_response<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        msg: wg::Response<'_>,
+        reply: &'a mut [u8],
+    ) -> Result<Received<'a>, Dropped> {
+        if !self.cookies.check_mac1(msg.bytes()) {
+            return Err(Dropped::Mac1);
+        }
+        if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
+            return Ok(Received::Reply(reply.get(..COOKIE_REPLY_LEN).unwrap_or_default()));
+        }
+        let id = *self.indices.get(&msg.receiver()).ok_or(Dropped::UnknownIndex)?;
+        let (private, public) = (&self.private, &self.public);
+        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Dropped::UnknownIndex)?;
+        let pending = match peer.handshake.take() {
+            Some(h) if h.local_index == msg.receiver() => h,
+            other => {
+                peer.handshake = other;
+                return Err(Dropped::UnknownIndex);
+            }
+        };
+        let PendingHandshake { state, local_index, seed, timestamp } = pending;
+        let keys = match state.finish(msg.noise()) {
+            Ok(keys) => keys,
+            Err(e) => {
+                // A forged response spoils snow's state; rebuild the identical
+                // initiator state so the genuine response can still land.
+                let mut scratch = [0u8; wg::INITIATION_NOISE_LEN];
+                if let Ok(state) = InitiatorHandshake::start(
+                    private,
+                    public,
+                    &peer.config.public_key,
+                    &peer.config.preshared_key,
+                    *seed,
+                    timestamp,
+                    &mut scratch,
+                ) {
+                    peer.handshake = Some(PendingHandshake { state, local_index, seed, timestamp });
+                }
+                return Err(map_hs(e));
+            }
+        };
+        let keypair = Keypair::new(&keys.send, &keys.recv, local_index, msg.sender(), now, true)
+            .ok_or(Dropped::Crypto)?;
+        // As initiator the new keys are confirmed: use them at once.
+        let retired = match peer.next.take() {
+            Some(next) => [peer.previous.replace(next), peer.current.replace(keypair)],
+            None => {
+                let old = peer.current.replace(keypair);
+                [peer.previous.take(), std::mem::replace(&mut peer.previous, old)]
+            }
+        };
+        for old in retired.into_iter().flatten() {
+            self.indices.remove(&old.local_index);
+        }
+        peer.set_endpoint(src);
+        peer.attempts = 0;
+        peer.lastminute_handshake = false;
+        peer.stats.last_handshake = Some(now);
+        peer.stats.handshakes += 1;
+        peer.timers.handshake_complete();
+        peer.timers.session_derived(now);
+        peer.timers.any_authenticated_received();
+        peer.timers.any_authenticated_traversal(now);
+        // Send what waited for this session, or a keepalive to confirm it.
+        if peer.queue.is_empty() {
+            peer.want_keepalive = true;
+        }
+        Self::mark_pending(&mut self.pending, id, peer);
+        Ok(Received::Done)
+    }
+
+    fn on_data<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        sealed: &'a mut [u8],
+    ) -> Result<Received<'a>, Dropped> {
+        let id = *self.indices.get(&receiver).ok_or(Dropped::UnknownIndex)?;
+        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Dropped::UnknownIndex)?;
+        let is_next = peer.next.as_ref().is_some_and(|k| k.local_index == receiver);
+        let keypair = [peer.current.as_mut(), peer.previous.as_mut(), peer.next.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|k| k.local_index == receiver)
+            .ok_or(Dropped::UnknownIndex)?;
+        let padded = keypair.open(counter, sealed, now).map_err(|e| match e {
+            OpenError::Replayed => Dropped::Replay,
+            OpenError::Expired => Dropped::Expired,
+            OpenError::Tampered => Dropped::Crypto,
+        })?;
+        if is_next {
+            // The initiator used the keys we answered with: promote them.
+            let next = peer.next.take();
+            let old_previous = std::mem::replace(&mut peer.previous, peer.current.take());
+            peer.current = next;
+            if let Some(old) = old_previous {
+                self.indices.remove(&old.local_index);
+            }
+            peer.stats.last_handshake = Some(now);
+        }
+        peer.set_endpoint(src);
+        peer.stats.rx_bytes += (DATA_HEADER_LEN + sealed.len()) as u64;
+        peer.timers.any_authenticated_received();
+        peer.timers.any_authenticated_traversal(now);
+        if padded == 0 {
+            return Ok(Received::Done);
+        }
+        peer.timers.data_received(now);
+        // Keys we initiated are about to expire and nothing rekeyed: ask now.
+        let stale = peer.current.as_ref().is_some_and(|k| {
+            k.we_initiated && k.age(now) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        });
+        if stale && !peer.lastminute_handshake {
+            peer.lastminute_handshake = true;
+            peer.want_initiation = true;
+            Self::mark_pending(&mut self.pending, id, peer);
+        }
+        let plain = sealed.get(..padded).ok_or(Dropped::BadInner)?;
+        let len = inner_ip_len(plain).ok_or(Dropped::BadInner)?;
+        let packet = plain.get(..len).ok_or(Dropped::BadInner)?;
+        Ok(Received::Packet { peer: id, packet })
+    }
+
+    /// Encrypts the inner packet at `buf[DATA_HEADER_LEN..][..len]` in place
+    /// for `peer`. `buf` needs room for `session::sealed_len(len)` bytes.
+    /// Without a usable session the packet is queued and a handshake started.
+    pub fn encapsulate(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Result<Sent, SendError> {
+        if buf.len() < super::session::sealed_len(len) {
+            return Err(SendError::BufferTooSmall);
+        }
+        let queue_limit = self.config.queue_limit;
+        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
+        if let (Some(endpoint), Some(keypair)) = (peer.config.endpoint, peer.current.as_mut()) {
+            if let Some(n) = keypair.seal(buf, len, now) {
+                let rekey = keypair.wants_rekey_on_send(now);
+                peer.stats.tx_bytes += n as u64;
+                peer.timers.any_authenticated_sent();
+                peer.timers.any_authenticated_traversal(now);
+                peer.timers.data_sent(now);
+                if rekey {
+                    peer.want_initiation = true;
+                    Self::mark_pending(&mut self.pending, id, peer);
+                }
+                return Ok(Sent::Now(Transmit { peer: id, endpoint, len: n }));
+            }
+        }
+        if peer.config.endpoint.is_none() {
+            return Err(SendError::NoEndpoint);
+        }
+        let packet = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len).ok_or(SendError::BufferTooSmall)?;
+        peer.enqueue(packet, queue_limit);
+        peer.want_initiation = true;
+        Self::mark_pending(&mut self.pending, id, peer);
+        Ok(Sent::Queued)
+    }
+
+    /// Runs the timers. Call at least every [`super::timers::TICK`].
+    pub fn tick(&mut self, now: Instant) {
+        if self.last_gc.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.limiter.gc(now);
+            self.last_gc = Some(now);
+        }
+        for (slot, entry) in self.peers.iter_mut().enumerate() {
+            let Some(peer) = entry.as_mut() else { continue };
+            let id = PeerId(slot as u32);
+            let due = peer.timers.due(now);
+            if due.retransmit_handshake {
+                if peer.attempts >= MAX_HANDSHAKE_ATTEMPTS {
+                    // Give up: drop what waited and let the keys age out.
+                    if let Some(h) = peer.handshake.take() {
+                        self.indices.remove(&h.local_index);
+                    }
+                    while let Some(b) = peer.queue.pop_front() {
+                        peer.recycle(b);
+                    }
+                    peer.timers.handshake_abandoned(now);
+                } else {
+                    peer.attempts += 1;
+                    peer.want_initiation = true;
+                    Self::mark_pending(&mut self.pending, id, peer);
+                }
+            }
+            if due.new_handshake {
+                peer.want_initiation = true;
+                Self::mark_pending(&mut self.pending, id, peer);
+            }
+            if due.send_keepalive || due.persistent_keepalive {
+                peer.want_keepalive = true;
+                Self::mark_pending(&mut self.pending, id, peer);
+            }
+            if due.zero_keys {
+                for index in peer.indices().collect::<Vec<_>>() {
+                    self.indices.remove(&index);
+                }
+                peer.zero_keys();
+            }
+        }
+    }
+
+    /// The earliest moment a timer needs `tick`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.peers.iter().flatten().filter_map(|p| p.timers.next_deadline()).min()
+    }
+
+    /// Writes the next datagram the device wants sent into `buf` (which must
+    /// hold an MTU-sized packet plus 32 bytes). Call until it returns `None`
+    /// after every other call.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(&id) = self.pending.front() {
+            if let Some(t) = self.transmit_for(now, id, buf) {
+                return Some(t);
+            }
+            self.pending.pop_front();
+            if let Some(peer) = self.peer_mut(id) {
+                peer.in_pending = false;
+            }
+        }
+        None
+    }
+
+    fn transmit_for(&mut self, now: Instant, id: PeerId, buf: &mut [u8]) -> Option<Transmit> {
+        let peer = self.peer_mut(id)?;
+        let endpoint = peer.config.endpoint?;
+        if std::mem::take(&mut peer.want_initiation) {
+            if let Some(len) = self.write_initiation(now, id, buf) {
+                return Some(Transmit { peer: id, endpoint, len });
+            }
+        }
+        let peer = self.peer_mut(id)?;
+        let keypair = peer.current.as_mut().filter(|k| k.can_send(now))?;
+        let (len, data) = match peer.queue.pop_front() {
+            Some(packet) => {
+                let n = packet.len();
+                let fits = buf.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + n).map(|dst| dst.copy_from_slice(&packet));
+                peer.spare.push(packet);
+                (fits.map(|_| n)?, true)
+            }
+            None if std::mem::take(&mut peer.want_keepalive) => (0, false),
+            None => return None,
+        };
+        let n = keypair.seal(buf, len, now)?;
+        peer.want_keepalive = false;
+        peer.stats.tx_bytes += n as u64;
+        peer.timers.any_authenticated_sent();
+        peer.timers.any_authenticated_traversal(now);
+        if data {
+            peer.timers.data_sent(now);
+        }
+        Some(Transmit { peer: id, endpoint, len: n })
+    }
+
+    /// Builds a handshake initiation to `id` into `buf`, at most one per
+    /// REKEY_TIMEOUT, replacing any initiation still in flight.
+    fn write_initiation(&mut self, now: Instant, id: PeerId, buf: &mut [u8]) -> Option<usize> {
+        let recent = self
+            .peer(id)?
+            .last_initiation_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT);
+        if recent {
+            return None;
+        }
+        let out: &mut [u8; INITIATION_LEN] = buf.get_mut(..INITIATION_LEN)?.try_into().ok()?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        self.entropy.fill(&mut seed[..]);
+        let jitter = Duration::from_millis(u64::from(self.entropy.next_u32() % REKEY_TIMEOUT_JITTER_MAX_MS));
+        let timestamp = self.timestamp(now);
+        let local_index = self.new_index(id);
+        let (private, public) = (&self.private, &self.public);
+        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)?;
+        let mut noise = [0u8; wg::INITIATION_NOISE_LEN];
+        let started = InitiatorHandshake::start(
+            private,
+            public,
+            &peer.config.public_key,
+            &peer.config.preshared_key,
+            *seed,
+            timestamp,
+            &mut noise,
+        );
+        let Ok(state) = started else {
+            self.indices.remove(&local_index);
+            return None;
+        };
+        wg::write_initiation(out, local_index, &noise);
+        peer.jar.stamp(now, out);
+        if let Some(old) = peer.handshake.replace(PendingHandshake { state, local_index, seed, timestamp }) {
+            self.indices.remove(&old.local_index);
+        }
+        peer.last_initiation_sent = Some(now);
+        peer.stats.tx_bytes += INITIATION_LEN as u64;
+        peer.timers.handshake_initiated(now, jitter);
+        peer.timers.any_authenticated_sent();
+        peer.timers.any_authenticated_traversal(now);
+        Some(INITIATION_LEN)
+    }
+
+    /// Starts a handshake with `id` now, if it has an endpoint (used at
+    /// start-up so sessions exist before the first packet).
+    pub fn initiate(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) {
+            peer.want_initiation = true;
+            Self::mark_pending(&mut self.pending, id, peer);
+        }
+    }
+}
+
+fn map_hs(e: HandshakeError) -> Dropped {
+    match e {
+        HandshakeError::Crypto => Dropped::Crypto,
+        HandshakeError::Malformed => Dropped::Malformed,
+    }
+}
+
+/// The length an inner IPv4/IPv6 packet claims, if it fits the plaintext.
+fn inner_ip_len(plain: &[u8]) -> Option<usize> {
+    let len = match plain.first()? >> 4 {
+        4 => usize::from(u16::from_be_bytes([*plain.get(2)?, *plain.get(3)?])),
+        6 => 40 + usize::from(u16::from_be_bytes([*plain.get(4)?, *plain.get(5)?])),
+        _ => return None,
+    };
+    (len <= plain.len() && len >= 20).then_some(len)
+}

@@ -1,0 +1,165 @@
+//! Handshake load detection and per-source rate limiting.
+//!
+//! A responder counts the handshake messages it receives. Past a threshold
+//! per second it is "under load" for at least a second: it then demands
+//! mac2 (a cookie round trip proves the source address is real), and
+//! limits each real source to a small steady rate with a short burst, as
+//! WireGuard's ratelimiter does.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+const PACKETS_PER_SECOND: u64 = 20;
+const PACKETS_BURSTABLE: u64 = 5;
+const PACKET_COST_NS: u64 = 1_000_000_000 / PACKETS_PER_SECOND;
+const TOKEN_MAX_NS: u64 = PACKET_COST_NS * PACKETS_BURSTABLE;
+/// Upper bound on tracked sources; beyond it new sources are refused while
+/// under load rather than growing memory without bound.
+pub const MAX_SOURCES: usize = 8192;
+
+/// Decides when the device is under load.
+pub struct LoadMonitor {
+    threshold: u32,
+    window_start: Option<Instant>,
+    count: u32,
+    until: Option<Instant>,
+}
+
+impl LoadMonitor {
+    /// `threshold`: handshake messages per second beyond which cookies are demanded.
+    pub fn new(threshold: u32) -> Self {
+        LoadMonitor { threshold, window_start: None, count: 0, until: None }
+    }
+
+    /// Counts one handshake message; returns whether we are under load.
+    pub fn record(&mut self, now: Instant) -> bool {
+        let fresh = self.window_start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if fresh {
+            self.window_start = Some(now);
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        if self.count > self.threshold {
+            self.force(now);
+        }
+        self.under_load(now)
+    }
+
+    /// The edge reports a backlog of handshake work: be under load for a second.
+    pub fn force(&mut self, now: Instant) {
+        self.until = Some(now + Duration::from_secs(1));
+    }
+
+    pub fn under_load(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now < u)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SourceKey {
+    V4([u8; 4]),
+    /// IPv6 sources are limited per /64: one host usually owns a whole /64.
+    V6([u8; 8]),
+}
+
+struct Bucket {
+    tokens_ns: u64,
+    last: Instant,
+}
+
+/// Token buckets per source address.
+pub struct RateLimiter {
+    buckets: HashMap<SourceKey, Bucket>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter { buckets: HashMap::new() }
+    }
+}
+
+impl RateLimiter {
+    /// Whether one more handshake from `ip` may be processed now.
+    pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let key = match ip {
+            IpAddr::V4(a) => SourceKey::V4(a.octets()),
+            IpAddr::V6(a) => {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&a.octets()[..8]);
+                SourceKey::V6(k)
+            }
+        };
+        if let Some(b) = self.buckets.get_mut(&key) {
+            let elapsed = now.saturating_duration_since(b.last).as_nanos().min(u128::from(TOKEN_MAX_NS)) as u64;
+            b.tokens_ns = (b.tokens_ns + elapsed).min(TOKEN_MAX_NS);
+            b.last = now;
+            if b.tokens_ns >= PACKET_COST_NS {
+                b.tokens_ns -= PACKET_COST_NS;
+                return true;
+            }
+            return false;
+        }
+        if self.buckets.len() >= MAX_SOURCES {
+            self.gc(now);
+            if self.buckets.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
+        self.buckets.insert(key, Bucket { tokens_ns: TOKEN_MAX_NS - PACKET_COST_NS, last: now });
+        true
+    }
+
+    /// Forgets sources idle for a second: their buckets would be full anyway.
+    pub fn gc(&mut self, now: Instant) {
+        self.buckets.retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let mut rl = RateLimiter::default();
+        let now = Instant::now();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let allowed = (0..20).filter(|_| rl.allow(now, ip)).count();
+        assert_eq!(allowed as u64, PACKETS_BURSTABLE);
+        let later = now + Duration::from_millis(50);
+        assert!(rl.allow(later, ip));
+        assert!(!rl.allow(later, ip));
+        assert!(rl.allow(now, "198.51.100.8".parse().unwrap()), "other sources unaffected");
+        rl.gc(now + Duration::from_secs(2));
+        assert_eq!(rl.tracked(), 0);
+    }
+
+    #[test]
+    fn ipv6_limited_per_64() {
+        let mut rl = RateLimiter::default();
+        let now = Instant::now();
+        let allowed = (0..20u16)
+            .filter(|i| rl.allow(now, IpAddr::V6(format!("2001:db8::{i:x}").parse().unwrap())))
+            .count();
+        assert_eq!(allowed as u64, PACKETS_BURSTABLE);
+    }
+
+    #[test]
+    fn load_monitor_hysteresis() {
+        let mut lm = LoadMonitor::new(3);
+        let now = Instant::now();
+        assert!(!lm.record(now));
+        assert!(!lm.record(now));
+        assert!(!lm.record(now));
+        assert!(lm.record(now));
+        assert!(lm.under_load(now + Duration::from_millis(999)));
+        assert!(!lm.under_load(now + Duration::from_secs(1)));
+        let mut always = LoadMonitor::new(0);
+        assert!(always.record(now));
+    }
+}
