@@ -72,7 +72,7 @@ impl CookieChecker {
     /// Whether mac1 proves the sender knows our public key. Cheap; done
     /// before anything else.
     pub fn check_mac1(&self, msg: &[u8]) -> bool {
-        let at = mac1_offset(msg.len());
+        let Some(at) = mac1_offset(msg.len()) else { return false };
         match (msg.get(..at), msg.get(at..at + MAC_LEN)) {
             (Some(body), Some(got)) => ct_eq(&mac(&self.keys.mac1, &[body]), got),
             _ => false,
@@ -111,8 +111,7 @@ impl CookieChecker {
         src: &SocketAddr,
         out: &mut [u8; COOKIE_REPLY_LEN],
     ) -> bool {
-        let at = mac1_offset(msg.len());
-        let Some(mac1) = msg.get(at..at + MAC_LEN) else { return false };
+        let Some(mac1) = mac1_offset(msg.len()).and_then(|at| msg.get(at..at + MAC_LEN)) else { return false };
         let mut cookie = self.cookie(now, entropy, src);
         let mut nonce = [0u8; COOKIE_NONCE_LEN];
         entropy.fill(&mut nonce);
@@ -145,7 +144,7 @@ impl CookieJar {
 
     /// Fills in mac1 and, with a fresh cookie, mac2 (zero otherwise).
     pub fn stamp(&mut self, now: Instant, msg: &mut [u8]) {
-        let at = mac1_offset(msg.len());
+        let Some(at) = mac1_offset(msg.len()) else { return };
         let Some(body) = msg.get(..at) else { return };
         let mac1 = mac(&self.keys.mac1, &[body]);
         if let Some(dst) = msg.get_mut(at..at + MAC_LEN) {

@@ -9,7 +9,9 @@ use zeroize::Zeroizing;
 
 use super::cookie::CookieChecker;
 use super::crypto::tai64n;
-use super::handshake::{HandshakeError, InitiatorHandshake, ReceivedInitiation, TIMESTAMP_LEN};
+use super::handshake::{
+    static_shared, HandshakeError, Identity, InitiatorHandshake, ReceivedInitiation, StaticShared, TIMESTAMP_LEN,
+};
 use super::peer::{PendingHandshake, Peer, PeerConfig, PeerId, PeerStats};
 use super::ratelimit::{LoadMonitor, RateLimiter};
 use super::session::{Keypair, OpenError, REJECT_AFTER_TIME};
@@ -104,6 +106,7 @@ pub struct Device {
     config: Config,
     peers: Vec<Option<Peer>>,
     by_key: HashMap<PublicKey, PeerId>,
+    static_shared: StaticShared,
     /// Our receiver indices (keypairs and pending handshakes) to their peer.
     indices: HashMap<u32, PeerId>,
     cookies: CookieChecker,
@@ -131,6 +134,7 @@ impl Device {
             config,
             peers: Vec::new(),
             by_key: HashMap::new(),
+            static_shared: StaticShared::default(),
             indices: HashMap::new(),
             limiter: RateLimiter::default(),
             entropy,
@@ -157,6 +161,8 @@ impl Device {
             return id;
         }
         let key = config.public_key;
+        let shared = static_shared(&self.private, &key);
+        std::sync::Arc::make_mut(&mut self.static_shared).insert(key, shared);
         let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
         let peer = Some(Peer::new(config));
@@ -175,6 +181,7 @@ impl Device {
             self.indices.remove(&index);
         }
         self.by_key.remove(&peer.config.public_key);
+        std::sync::Arc::make_mut(&mut self.static_shared).remove(&peer.config.public_key);
         self.pending.retain(|p| *p != id);
         true
     }
@@ -201,6 +208,10 @@ impl Device {
     /// The edge saw a backlog of handshake work: demand cookies for a while.
     pub fn report_load(&mut self, now: Instant) {
         self.load.force(now);
+    }
+
+    fn identity(&self) -> Identity<'_> {
+        Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared }
     }
 
     fn peer(&self, id: PeerId) -> Option<&Peer> {
@@ -278,7 +289,7 @@ impl Device {
         let mut seed = Zeroizing::new([0u8; 32]);
         self.entropy.fill(&mut seed[..]);
         let received =
-            ReceivedInitiation::read(&self.private, &self.public, msg.noise(), *seed).map_err(map_hs)?;
+            ReceivedInitiation::read(self.identity(), msg.noise(), *seed).map_err(map_hs)?;
         // Cloaking: an initiator we do not know gets no answer at all.
         let id = *self.by_key.get(&received.remote).ok_or(Dropped::UnknownPeer)?;
         let peer = self.peer(id).ok_or(Dropped::UnknownPeer)?;
@@ -364,7 +375,7 @@ impl Device {
             return Ok(Received::Reply(reply.get(..COOKIE_REPLY_LEN).unwrap_or_default()));
         }
         let id = *self.indices.get(&msg.receiver()).ok_or(Dropped::UnknownIndex)?;
-        let (private, public) = (&self.private, &self.public);
+        let identity = Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared };
         let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Dropped::UnknownIndex)?;
         let pending = match peer.handshake.take() {
             Some(h) if h.local_index == msg.receiver() => h,
@@ -381,8 +392,7 @@ impl Device {
                 // initiator state so the genuine response can still land.
                 let mut scratch = [0u8; wg::INITIATION_NOISE_LEN];
                 if let Ok(state) = InitiatorHandshake::start(
-                    private,
-                    public,
+                    identity,
                     &peer.config.public_key,
                     &peer.config.preshared_key,
                     *seed,
@@ -622,12 +632,11 @@ impl Device {
         let jitter = Duration::from_millis(u64::from(self.entropy.next_u32() % REKEY_TIMEOUT_JITTER_MAX_MS));
         let timestamp = self.timestamp(now);
         let local_index = self.new_index(id);
-        let (private, public) = (&self.private, &self.public);
+        let identity = Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared };
         let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)?;
         let mut noise = [0u8; wg::INITIATION_NOISE_LEN];
         let started = InitiatorHandshake::start(
-            private,
-            public,
+            identity,
             &peer.config.public_key,
             &peer.config.preshared_key,
             *seed,

@@ -13,13 +13,15 @@
 //!   answer at all (cloaking).
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-use curve25519_dalek::montgomery::MontgomeryPoint;
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::x25519::{x25519, x25519_base};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::wire::wg::{INITIATION_NOISE_LEN, RESPONSE_NOISE_LEN};
 
@@ -58,6 +60,24 @@ impl From<snow::Error> for HandshakeError {
     }
 }
 
+/// DH(our static key, peer's static key) for every peer, computed once when
+/// the peer is added (as the WireGuard kernel module does), so a handshake
+/// pays for three variable-base multiplications instead of four.
+pub type StaticShared = Arc<HashMap<PublicKey, Zeroizing<[u8; 32]>>>;
+
+/// Computes the entry of [`StaticShared`] for one peer.
+pub fn static_shared(local: &PrivateKey, remote: &PublicKey) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(x25519(*local.as_bytes(), remote.0))
+}
+
+/// Our identity as the handshake needs it.
+#[derive(Clone, Copy)]
+pub struct Identity<'a> {
+    pub private: &'a PrivateKey,
+    pub public: &'a PublicKey,
+    pub static_shared: &'a StaticShared,
+}
+
 /// Transport keys a finished handshake yields, wiped on drop.
 pub struct SessionKeys {
     pub send: Zeroizing<[u8; 32]>,
@@ -73,18 +93,17 @@ impl InitiatorHandshake {
     /// Builds message 1's Noise part (ephemeral, encrypted static, encrypted
     /// timestamp) into `out`. `ephemeral_seed` is fresh randomness.
     pub fn start(
-        local: &PrivateKey,
-        local_public: &PublicKey,
+        local: Identity<'_>,
         remote: &PublicKey,
         psk: &PresharedKey,
         ephemeral_seed: [u8; 32],
         timestamp: [u8; TIMESTAMP_LEN],
         out: &mut [u8; INITIATION_NOISE_LEN],
     ) -> Result<Self, HandshakeError> {
-        let resolver = Resolver::new(local, local_public, ephemeral_seed);
+        let resolver = Resolver::new(local, ephemeral_seed);
         let mut state = snow::Builder::with_resolver(params()?, Box::new(resolver))
             .prologue(IDENTIFIER)?
-            .local_private_key(local.as_bytes())?
+            .local_private_key(local.private.as_bytes())?
             .remote_public_key(remote.as_bytes())?
             .psk(2, psk.as_bytes())?
             .build_initiator()?;
@@ -122,16 +141,11 @@ impl ReceivedInitiation {
     ///
     /// `ephemeral_seed` is the randomness for our response's ephemeral key,
     /// drawn now because snow binds its randomness when the state is built.
-    pub fn read(
-        local: &PrivateKey,
-        local_public: &PublicKey,
-        noise: &[u8],
-        ephemeral_seed: [u8; 32],
-    ) -> Result<Self, HandshakeError> {
-        let resolver = Resolver::new(local, local_public, ephemeral_seed);
+    pub fn read(local: Identity<'_>, noise: &[u8], ephemeral_seed: [u8; 32]) -> Result<Self, HandshakeError> {
+        let resolver = Resolver::new(local, ephemeral_seed);
         let mut state = snow::Builder::with_resolver(params()?, Box::new(resolver))
             .prologue(IDENTIFIER)?
-            .local_private_key(local.as_bytes())?
+            .local_private_key(local.private.as_bytes())?
             .build_responder()?;
         let mut timestamp = [0u8; TIMESTAMP_LEN];
         let n = state.read_message(noise, &mut timestamp)?;
@@ -162,7 +176,9 @@ impl ReceivedInitiation {
 }
 
 fn params() -> Result<NoiseParams, HandshakeError> {
-    CONSTRUCTION.parse().map_err(|_| HandshakeError::Malformed)
+    // Parsed once: snow's parser allocates, and this runs per handshake.
+    static PARAMS: OnceLock<Option<NoiseParams>> = OnceLock::new();
+    PARAMS.get_or_init(|| CONSTRUCTION.parse().ok()).clone().ok_or(HandshakeError::Malformed)
 }
 
 /// Supplies snow with our checked X25519 and with the caller's randomness;
@@ -171,11 +187,17 @@ struct Resolver {
     seed: Cell<[u8; 32]>,
     static_private: Zeroizing<[u8; 32]>,
     static_public: [u8; 32],
+    static_shared: StaticShared,
 }
 
 impl Resolver {
-    fn new(local: &PrivateKey, local_public: &PublicKey, seed: [u8; 32]) -> Self {
-        Resolver { seed: Cell::new(seed), static_private: Zeroizing::new(*local.as_bytes()), static_public: local_public.0 }
+    fn new(local: Identity<'_>, seed: [u8; 32]) -> Self {
+        Resolver {
+            seed: Cell::new(seed),
+            static_private: Zeroizing::new(*local.private.as_bytes()),
+            static_public: local.public.0,
+            static_shared: Arc::clone(local.static_shared),
+        }
     }
 }
 
@@ -197,6 +219,8 @@ impl CryptoResolver for Resolver {
                 private: Zeroizing::new([0u8; 32]),
                 public: [0u8; 32],
                 known: (self.static_private.clone(), self.static_public),
+                is_static: false,
+                static_shared: Arc::clone(&self.static_shared),
             })),
             _ => None,
         }
@@ -238,6 +262,10 @@ struct CheckedX25519 {
     /// Our static key pair: setting this private key reuses the known public
     /// key instead of paying for a scalar multiplication on every handshake.
     known: (Zeroizing<[u8; 32]>, [u8; 32]),
+    /// Whether this instance holds our static key, whose DH results with
+    /// known peers are precomputed.
+    is_static: bool,
+    static_shared: StaticShared,
 }
 
 impl Dh for CheckedX25519 {
@@ -255,11 +283,8 @@ impl Dh for CheckedX25519 {
         if let Some(src) = privkey.get(..32) {
             k.copy_from_slice(src);
         }
-        self.public = if crate::tunnel::crypto::ct_eq(&k, &self.known.0[..]) {
-            self.known.1
-        } else {
-            MontgomeryPoint::mul_base_clamped(k).to_bytes()
-        };
+        self.is_static = crate::tunnel::crypto::ct_eq(&k, &self.known.0[..]);
+        self.public = if self.is_static { self.known.1 } else { x25519_base(k) };
         *self.private = k;
         k.zeroize();
     }
@@ -277,7 +302,11 @@ impl Dh for CheckedX25519 {
     }
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
         let point: [u8; 32] = pubkey.get(..32).and_then(|p| p.try_into().ok()).ok_or(snow::Error::Dh)?;
-        let mut shared = MontgomeryPoint(point).mul_clamped(*self.private).to_bytes();
+        let cached = match self.is_static {
+            true => self.static_shared.get(&PublicKey(point)).map(|s| **s),
+            false => None,
+        };
+        let mut shared = cached.unwrap_or_else(|| x25519(*self.private, point));
         let zero = crate::tunnel::crypto::ct_eq(&shared, &[0u8; 32]);
         let result = match out.get_mut(..32) {
             Some(dst) if !zero => {
@@ -301,14 +330,22 @@ mod tests {
         (k, p)
     }
 
+    fn id<'a>(k: &'a PrivateKey, p: &'a PublicKey, t: &'a StaticShared) -> Identity<'a> {
+        Identity { private: k, public: p, static_shared: t }
+    }
+
+    fn none() -> StaticShared {
+        StaticShared::default()
+    }
+
     #[test]
     fn both_sides_agree_on_keys() {
         let (ik, ip) = pair(1);
         let (rk, rp) = pair(2);
         let psk = PresharedKey::from_bytes([3; 32]);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        let init = InitiatorHandshake::start(&ik, &ip, &rp, &psk, [4; 32], [5; 12], &mut m1).unwrap();
-        let recv = ReceivedInitiation::read(&rk, &rp, &m1, [6; 32]).unwrap();
+        let init = InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &psk, [4; 32], [5; 12], &mut m1).unwrap();
+        let recv = ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).unwrap();
         assert_eq!(recv.remote, ip);
         assert_eq!(recv.timestamp, [5; 12]);
         let mut m2 = [0u8; RESPONSE_NOISE_LEN];
@@ -320,12 +357,30 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_static_shared_gives_the_same_keys() {
+        let (ik, ip) = pair(1);
+        let (rk, rp) = pair(2);
+        let it: StaticShared = Arc::new([(rp, static_shared(&ik, &rp))].into_iter().collect());
+        let rt: StaticShared = Arc::new([(ip, static_shared(&rk, &ip))].into_iter().collect());
+        let psk = PresharedKey::none();
+        let mut m1 = [0u8; INITIATION_NOISE_LEN];
+        let mut plain_m1 = [0u8; INITIATION_NOISE_LEN];
+        let init = InitiatorHandshake::start(id(&ik, &ip, &it), &rp, &psk, [4; 32], [5; 12], &mut m1).unwrap();
+        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &psk, [4; 32], [5; 12], &mut plain_m1).unwrap();
+        assert_eq!(m1, plain_m1, "same message with and without the table");
+        let recv = ReceivedInitiation::read(id(&rk, &rp, &rt), &m1, [6; 32]).unwrap();
+        let mut m2 = [0u8; RESPONSE_NOISE_LEN];
+        let rkeys = recv.respond(&psk, &mut m2).unwrap();
+        assert_eq!(*init.finish(&m2).unwrap().send, *rkeys.recv);
+    }
+
+    #[test]
     fn wrong_psk_fails_at_the_initiator() {
         let (ik, ip) = pair(1);
         let (rk, rp) = pair(2);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        let init = InitiatorHandshake::start(&ik, &ip, &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
-        let recv = ReceivedInitiation::read(&rk, &rp, &m1, [6; 32]).unwrap();
+        let init = InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        let recv = ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).unwrap();
         let mut m2 = [0u8; RESPONSE_NOISE_LEN];
         recv.respond(&PresharedKey::from_bytes([9; 32]), &mut m2).unwrap();
         assert_eq!(init.finish(&m2).err(), Some(HandshakeError::Crypto));
@@ -338,14 +393,14 @@ mod tests {
         let zero = PublicKey([0; 32]);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
         assert_eq!(
-            InitiatorHandshake::start(&ik, &ip, &zero, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).err(),
+            InitiatorHandshake::start(id(&ik, &ip, &none()), &zero, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).err(),
             Some(HandshakeError::Crypto)
         );
         // A responder fed an initiation whose ephemeral is a low-order point.
         let (rk, rp) = pair(2);
-        InitiatorHandshake::start(&ik, &ip, &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
         m1[..32].fill(0);
-        assert_eq!(ReceivedInitiation::read(&rk, &rp, &m1, [6; 32]).err(), Some(HandshakeError::Crypto));
+        assert_eq!(ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).err(), Some(HandshakeError::Crypto));
     }
 
     #[test]
@@ -353,11 +408,11 @@ mod tests {
         let (ik, ip) = pair(1);
         let (rk, rp) = pair(2);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        InitiatorHandshake::start(&ik, &ip, &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
         for i in [0, 40, 100] {
             let mut bad = m1;
             bad[i] ^= 1;
-            assert!(ReceivedInitiation::read(&rk, &rp, &bad, [6; 32]).is_err(), "byte {i}");
+            assert!(ReceivedInitiation::read(id(&rk, &rp, &none()), &bad, [6; 32]).is_err(), "byte {i}");
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;
+pub mod x25519;
 
 pub use device::{Config, Device, Dropped, Received, SendError, Sent, Transmit};
 pub use peer::{PeerConfig, PeerId, PeerStats};

@@ -256,9 +256,10 @@ impl fmt::Debug for Data<'_> {
     }
 }
 
-/// Offset of mac1 in a handshake message of `len` bytes (mac1 then mac2 end it).
-pub const fn mac1_offset(len: usize) -> usize {
-    len - 2 * MAC_LEN
+/// Offset of mac1 in a handshake message of `len` bytes (mac1 then mac2
+/// end it); `None` if the message is too short to carry them.
+pub const fn mac1_offset(len: usize) -> Option<usize> {
+    len.checked_sub(2 * MAC_LEN)
 }
 
 /// Writes an initiation header and noise part; the MACs are filled in later
