@@ -129,7 +129,25 @@ fn configured_tun() -> (Tun, Netlink, u32) {
     nl.add_address(index, TUN_V6.into(), 64)
         .expect("add v6 address");
     nl.set_link_up(index).expect("link up");
+    wait_until_ipv6_ready();
     (tun, nl, index)
+}
+
+/// Even with IFA_F_NODAD, the kernel finishes setting up an IPv6 address
+/// on a workqueue after link-up: for a moment the address is tentative (no
+/// bind) and its local route missing (no replies). Wait until both are done.
+fn wait_until_ipv6_ready() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bound = UdpSocket::bind((TUN_V6, 0)).is_ok();
+        let local = run("ip", &["-6", "route", "show", "table", "local"]).contains("fd00:99::1 ");
+        let prefix = run("ip", &["-6", "route", "show"]).contains("fd00:99::/64");
+        if bound && local && prefix {
+            return;
+        }
+        assert!(Instant::now() < deadline, "IPv6 address not ready after 5 s (bind {bound}, local route {local}, prefix route {prefix})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Reads packets from the TUN (through mio, as the daemon will) until one
@@ -170,7 +188,13 @@ fn describe(p: &[u8]) -> String {
             p[9],
             Ipv4Addr::new(p[16], p[17], p[18], p[19])
         ),
-        Some(6) if p.len() >= 40 => format!("IPv6 next header {}", p[6]),
+        Some(6) if p.len() >= 41 => match v6_fields(p) {
+            Some((next, _, dst, rest)) => format!(
+                "IPv6 next header {next} (first byte {:?}) to {dst}",
+                rest.first()
+            ),
+            None => format!("IPv6, {} bytes", p.len()),
+        },
         _ => format!("{} bytes", p.len()),
     }
 }
@@ -385,6 +409,8 @@ fn kernel_traffic_to_tunnel_addresses_comes_out_of_the_tun() {
         let p = wait_for_packet(&mut tun, "ICMP echo request from ping", |p| {
             matches!(v4_fields(p), Some((1, _, dst, icmp)) if dst == PEER_V4 && icmp.first() == Some(&8))
         });
+        // Nobody answers it, so stop ping instead of waiting out its timeout.
+        let _ = ping.kill();
         let _ = ping.wait();
         let (_, _, _, icmp) = v4_fields(&p).unwrap();
         assert!(icmp.windows(3).any(|w| w == [0xc0, 0xff, 0xee]), "ping's pattern missing");
