@@ -5,6 +5,7 @@
 //! in the OS edge, [`io`]; clocks and threads in the binary.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod io;
 pub mod keys;

@@ -14,6 +14,8 @@
 //! for their whole life. A guard deletes the namespace when the test ends,
 //! also when it fails.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
