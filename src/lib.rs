@@ -1,11 +1,13 @@
 //! umbra: a zero-trust, micro-segmenting mesh VPN speaking the WireGuard protocol.
 //!
 //! The library is a sans-IO core: protocol and policy logic take bytes and
-//! time as inputs and return actions. Sockets, TUN devices, clocks and
-//! threads live in the binary's edge modules.
+//! time as inputs and return actions. Sockets, TUN devices and netlink live
+//! in the OS edge, [`io`]; clocks and threads in the binary.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod io;
 pub mod keys;
 pub mod tunnel;
 pub mod wire;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# umbra's test command (CI runs it through .ci/run). Runs every check, keeps
+# going after a failure so one run shows everything, and ends with a
+# "N passed, N failed" line. Exits non-zero if anything failed.
+#
+# Needs the tools from scripts/ci-deps.sh, and root for the chroot and
+# network-namespace tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        echo "=== $name: ok ($((SECONDS - start)) s)"
+        passed=$((passed + 1))
+    else
+        echo "=== $name: FAILED ($((SECONDS - start)) s)"
+        failed=$((failed + 1))
+        failures+=("$name")
+    fi
+}
+
+step fmt cargo fmt --check
+step clippy cargo clippy --locked --all-targets -- -D warnings
+step cargo-test cargo test --locked
+step static scripts/test-static.sh
+
+shopt -s nullglob
+for t in scripts/netns-*.sh; do
+    step "$(basename "$t" .sh)" bash "$t"
+done
+
+echo
+((failed == 0)) || echo "failed: ${failures[*]}"
+echo "summary: $passed passed, $failed failed"
+((failed == 0))
