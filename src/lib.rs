@@ -6,5 +6,6 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod conntrack;
 pub mod keys;
 pub mod wire;
