@@ -219,6 +219,28 @@ fn udp_unreplied_and_replied_timeouts() {
 }
 
 #[test]
+fn refreshed_flows_survive_expiry_sweeps() {
+    let mut n = Node::new(16);
+    n.open(P, Outbound, &udp(A4, B4, (1, 2), b""), R);
+    n.open(P, Outbound, &udp(A4, B4, (3, 4), b""), R);
+    // Flow 1 is refreshed every 20 s and swept after each refresh; flow 2
+    // is left alone and goes at its first sweep past 30 s.
+    for step in 0..30 {
+        n.wait(20);
+        let gone = n.ct.expire(n.now);
+        assert_eq!(gone, usize::from(step == 1));
+        assert_eq!(
+            n.see(P, Outbound, &udp(A4, B4, (1, 2), b"")),
+            Match::Original(R)
+        );
+    }
+    assert!(n.ct.next_expiry().is_some_and(|t| t > n.now));
+    n.wait(31);
+    assert_eq!(n.ct.expire(n.now), 1);
+    assert!(n.ct.next_expiry().is_none());
+}
+
+#[test]
 fn icmp_echo_v4_and_v6() {
     for (a, b) in [(A4.into(), B4.into()), (A6.into(), B6.into())] {
         let mut n = Node::new(16);

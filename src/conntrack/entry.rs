@@ -19,6 +19,9 @@ pub(crate) struct Conn {
     pub(crate) rule: RuleId,
     pub(crate) created: Instant,
     pub(crate) last_seen: Instant,
+    /// `last_seen` as of when the entry was last placed at its list's
+    /// tail; lists are ordered by it (see `Conntrack::expire`).
+    pub(crate) queued: Instant,
     /// Packets and bytes, [original, reply].
     pub(crate) packets: [u64; 2],
     pub(crate) bytes: [u64; 2],

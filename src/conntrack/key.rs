@@ -17,7 +17,7 @@ use super::PeerId;
 use crate::wire::classify::{Embedded, EmbeddedTransport, IcmpKind, PacketInfo, Transport};
 use crate::wire::ip::IpProtocol;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
     pub(crate) peer: u32,
     pub(crate) protocol: u8,
@@ -26,6 +26,23 @@ pub(crate) struct Key {
     pub(crate) b_port: u16,
     pub(crate) a: [u8; 16],
     pub(crate) b: [u8; 16],
+}
+
+impl std::hash::Hash for Key {
+    /// One `write` of the packed fields: the derived impl would feed seven
+    /// separate writes (plus length prefixes) through SipHash on every
+    /// packet.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut b = [0u8; 42];
+        b[..4].copy_from_slice(&self.peer.to_ne_bytes());
+        b[4] = self.protocol;
+        b[5] = u8::from(self.v6);
+        b[6..8].copy_from_slice(&self.a_port.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.b_port.to_ne_bytes());
+        b[10..26].copy_from_slice(&self.a);
+        b[26..42].copy_from_slice(&self.b);
+        state.write(&b);
+    }
 }
 
 /// Which endpoint of a key sent a packet.

@@ -3,10 +3,10 @@
 //!
 //! Entries live in a slab allocated once at construction; a `HashMap` from
 //! key to slab index finds them. Every entry sits on exactly one of a fixed
-//! number of doubly-linked lists, in order of last touch. The flow table
-//! keeps one list per timeout class, so within a list the head is always
-//! the entry that expires first: expiry and eviction only ever look at list
-//! heads, and nothing scans the table on the packet path.
+//! number of doubly-linked lists, in the order it was last moved to a tail.
+//! The flow table keeps one list per timeout class, so within a list the
+//! head is the entry queued longest ago: expiry and eviction only ever look
+//! at list heads, and nothing scans the table on the packet path.
 
 use std::collections::HashMap;
 use std::hash::{Hash, RandomState};
