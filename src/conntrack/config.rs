@@ -61,7 +61,8 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// Most flows tracked at once. All memory is allocated up front:
-    /// roughly 200 bytes per flow.
+    /// roughly 270 bytes per flow
+    /// (slab slot plus hash index).
     pub capacity: usize,
     /// Most fragmented datagrams tracked at once.
     pub fragment_capacity: usize,

@@ -2,7 +2,7 @@
 //!
 //! # Who calls what
 //!
-//! The node classifies every packet ([`crate::wire::classify`]) and, in
+//! The node classifies every packet ([`crate::wire::classify()`]) and, in
 //! both directions, calls [`Conntrack::lookup`]:
 //!
 //! - *outbound*: a packet read from the local TUN device, about to be
@@ -29,8 +29,10 @@
 //! a closure that re-evaluates each entry against the new policy, and when a
 //! peer is removed or quarantined call [`Conntrack::remove_peer`].
 //!
-//! Time is always an argument; the tracker never reads a clock. Memory is
-//! allocated once, in [`Conntrack::new`].
+//! Time is always an argument; the tracker never reads a clock. The tables
+//! are allocated once, in [`Conntrack::new`], and the per-packet calls
+//! (`lookup`, `admit`, `expire`) never allocate; `retain`, a reload-time
+//! operation, builds a scratch list of the entries it removes.
 //!
 //! # Capacity
 //!
