@@ -7,6 +7,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod conntrack;
 pub mod io;
 pub mod keys;
 pub mod tunnel;
