@@ -29,8 +29,16 @@ fn report(name: &str, unit: &str, umbra: f64, boring: f64) {
     println!("{name:<34} umbra {umbra:>10.2} {unit:<10} boringtun {boring:>10.2} {unit:<10} ratio {:.2}x", umbra / boring);
 }
 
-fn device(seed: u8, peer: &PrivateKey, endpoint: SocketAddr, now: Instant) -> (Device, umbra::tunnel::PeerId) {
-    let config = Config { handshake_load_threshold: u32::MAX, ..Config::default() };
+fn device(
+    seed: u8,
+    peer: &PrivateKey,
+    endpoint: SocketAddr,
+    now: Instant,
+) -> (Device, umbra::tunnel::PeerId) {
+    let config = Config {
+        handshake_load_threshold: u32::MAX,
+        ..Config::default()
+    };
     let mut d = Device::new(
         PrivateKey::from_bytes([seed; 32]),
         config,
@@ -55,12 +63,22 @@ fn boring(private: &PrivateKey, peer: &PrivateKey) -> Tunn {
     let secret = boringtun::x25519::StaticSecret::from(*private.as_bytes());
     let public = boringtun::x25519::PublicKey::from(&secret);
     let limiter = Arc::new(RateLimiter::new(&public, u64::MAX));
-    Tunn::new(secret, boringtun::x25519::PublicKey::from(peer.public_key().0), None, None, 1, Some(limiter))
+    Tunn::new(
+        secret,
+        boringtun::x25519::PublicKey::from(peer.public_key().0),
+        None,
+        None,
+        1,
+        Some(limiter),
+    )
 }
 
 fn handshakes() {
     const N: usize = 400;
-    let (ki, kr) = (PrivateKey::from_bytes([1; 32]), PrivateKey::from_bytes([2; 32]));
+    let (ki, kr) = (
+        PrivateKey::from_bytes([1; 32]),
+        PrivateKey::from_bytes([2; 32]),
+    );
     let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
     let b: SocketAddr = "192.0.2.2:2".parse().unwrap();
     let mut umbra_rates = Vec::new();
@@ -105,12 +123,20 @@ fn handshakes() {
         boring_rates.push(N as f64 / t0.elapsed().as_secs_f64());
         let _ = round;
     }
-    report("responder handshakes", "per s", median(umbra_rates), median(boring_rates));
+    report(
+        "responder handshakes",
+        "per s",
+        median(umbra_rates),
+        median(boring_rates),
+    );
 }
 
 fn transport() {
     const N: usize = 200_000;
-    let (ka, kb) = (PrivateKey::from_bytes([1; 32]), PrivateKey::from_bytes([2; 32]));
+    let (ka, kb) = (
+        PrivateKey::from_bytes([1; 32]),
+        PrivateKey::from_bytes([2; 32]),
+    );
     let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
     let b: SocketAddr = "192.0.2.2:2".parse().unwrap();
     let packet = ip_packet(PACKET);
@@ -133,12 +159,15 @@ fn transport() {
         let mut resp = resp;
         da.handle_datagram(now, b, &mut resp, &mut reply).unwrap();
         while let Some(t) = da.poll_transmit(now, &mut buf) {
-            db.handle_datagram(now, a, &mut buf[..t.len], &mut reply).unwrap();
+            db.handle_datagram(now, a, &mut buf[..t.len], &mut reply)
+                .unwrap();
         }
         let t0 = Instant::now();
         for _ in 0..N {
             buf[16..16 + PACKET].copy_from_slice(&packet);
-            let Ok(Sent::Now(t)) = da.encapsulate(now, pa, &mut buf, PACKET) else { panic!() };
+            let Ok(Sent::Now(t)) = da.encapsulate(now, pa, &mut buf, PACKET) else {
+                panic!()
+            };
             match db.handle_datagram(now, a, &mut buf[..t.len], &mut reply) {
                 Ok(Received::Packet { packet, .. }) => {
                     black_box(packet);
@@ -153,9 +182,13 @@ fn transport() {
         let mut out = vec![0u8; 2048];
         let mut out2 = vec![0u8; 2048];
         // Handshake, then flush the queued packet.
-        let TunnResult::WriteToNetwork(init) = ta.encapsulate(&packet, &mut out) else { panic!() };
+        let TunnResult::WriteToNetwork(init) = ta.encapsulate(&packet, &mut out) else {
+            panic!()
+        };
         let init = init.to_vec();
-        let TunnResult::WriteToNetwork(resp) = tb.decapsulate(Some(a.ip()), &init, &mut out) else { panic!() };
+        let TunnResult::WriteToNetwork(resp) = tb.decapsulate(Some(a.ip()), &init, &mut out) else {
+            panic!()
+        };
         let resp = resp.to_vec();
         let mut input: &[u8] = &resp;
         while let TunnResult::WriteToNetwork(d) = ta.decapsulate(Some(b.ip()), input, &mut out) {
@@ -165,7 +198,9 @@ fn transport() {
         }
         let t0 = Instant::now();
         for _ in 0..N {
-            let TunnResult::WriteToNetwork(d) = ta.encapsulate(&packet, &mut out) else { panic!() };
+            let TunnResult::WriteToNetwork(d) = ta.encapsulate(&packet, &mut out) else {
+                panic!()
+            };
             match tb.decapsulate(Some(a.ip()), d, &mut out2) {
                 TunnResult::WriteToTunnelV4(p, _) => {
                     black_box(p);
@@ -175,7 +210,12 @@ fn transport() {
         }
         boring_rates.push((N * PACKET * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9);
     }
-    report("transport seal+open 1420 B", "Gbit/s", median(umbra_rates), median(boring_rates));
+    report(
+        "transport seal+open 1420 B",
+        "Gbit/s",
+        median(umbra_rates),
+        median(boring_rates),
+    );
 }
 
 fn aead_candidates() {
@@ -193,10 +233,17 @@ fn aead_candidates() {
             let mut n = [0u8; 12];
             n[4..].copy_from_slice(&i.to_le_bytes());
             let tag = k
-                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::empty(), &mut buf[..PACKET])
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(n),
+                    Aad::empty(),
+                    &mut buf[..PACKET],
+                )
                 .unwrap();
             buf[PACKET..].copy_from_slice(tag.as_ref());
-            black_box(k.open_in_place(Nonce::assume_unique_for_key(n), Aad::empty(), &mut buf).unwrap());
+            black_box(
+                k.open_in_place(Nonce::assume_unique_for_key(n), Aad::empty(), &mut buf)
+                    .unwrap(),
+            );
         }
         ring_rates.push((N * PACKET * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9);
 
@@ -208,13 +255,18 @@ fn aead_candidates() {
             n[4..].copy_from_slice(&i.to_le_bytes());
             let nonce = chacha20poly1305::Nonce::from_slice(&n);
             let tag = c.encrypt_in_place_detached(nonce, &[], &mut buf).unwrap();
-            c.decrypt_in_place_detached(nonce, &[], &mut buf, &tag).unwrap();
+            c.decrypt_in_place_detached(nonce, &[], &mut buf, &tag)
+                .unwrap();
             black_box(&buf);
         }
         rc_rates.push((N * PACKET * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9);
     }
     let (r, c) = (median(ring_rates), median(rc_rates));
-    println!("{:<34} ring  {r:>10.2} Gbit/s     RustCrypto {c:>9.2} Gbit/s     ratio {:.2}x", "AEAD seal+open 1420 B (1 core)", r / c);
+    println!(
+        "{:<34} ring  {r:>10.2} Gbit/s     RustCrypto {c:>9.2} Gbit/s     ratio {:.2}x",
+        "AEAD seal+open 1420 B (1 core)",
+        r / c
+    );
 }
 
 fn main() {
@@ -222,7 +274,9 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
-    println!("umbra vs boringtun, median of {ROUNDS} rounds, same process (ratio > 1.0: umbra faster)");
+    println!(
+        "umbra vs boringtun, median of {ROUNDS} rounds, same process (ratio > 1.0: umbra faster)"
+    );
     handshakes();
     transport();
     aead_candidates();

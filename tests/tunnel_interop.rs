@@ -10,9 +10,21 @@ use umbra::tunnel::{Config, Dropped};
 const A: &str = "192.0.2.1:51820";
 const B: &str = "192.0.2.2:51821";
 
-fn umbra_and_boring(psk: Option<[u8; 32]>, umbra_config: Config, bt_limit: Option<u64>) -> (UmbraSide, BoringSide) {
+fn umbra_and_boring(
+    psk: Option<[u8; 32]>,
+    umbra_config: Config,
+    bt_limit: Option<u64>,
+) -> (UmbraSide, BoringSide) {
     let (ka, kb) = (key(1), key(2));
-    let u = UmbraSide::new(ka.clone(), kb.public_key(), psk, addr(A), Some(addr(B)), umbra_config, 1);
+    let u = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        psk,
+        addr(A),
+        Some(addr(B)),
+        umbra_config,
+        1,
+    );
     let b = BoringSide::new(&kb, ka.public_key(), psk, addr(B), bt_limit);
     (u, b)
 }
@@ -62,29 +74,65 @@ fn boringtun_initiates_to_umbra() {
 #[test]
 fn umbra_with_umbra_both_ways() {
     let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(ka.clone(), kb.public_key(), None, addr(A), Some(addr(B)), Config::default(), 1);
-    let mut b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), Config::default(), 2);
+    let mut a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        Some(addr(B)),
+        Config::default(),
+        1,
+    );
+    let mut b = UmbraSide::new(
+        kb,
+        ka.public_key(),
+        None,
+        addr(B),
+        Some(addr(A)),
+        Config::default(),
+        2,
+    );
     for n in 0..10 {
         exchange(&mut a, &mut b, n);
         exchange(&mut b, &mut a, n + 100);
     }
-    assert!(a.drops.is_empty() && b.drops.is_empty(), "{:?} {:?}", a.drops, b.drops);
+    assert!(
+        a.drops.is_empty() && b.drops.is_empty(),
+        "{:?} {:?}",
+        a.drops,
+        b.drops
+    );
 }
 
 #[test]
 fn mismatched_psk_never_completes() {
     let (ka, kb) = (key(1), key(2));
-    let mut u = UmbraSide::new(ka.clone(), kb.public_key(), Some([1; 32]), addr(A), Some(addr(B)), Config::default(), 1);
+    let mut u = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        Some([1; 32]),
+        addr(A),
+        Some(addr(B)),
+        Config::default(),
+        1,
+    );
     let mut b = BoringSide::new(&kb, ka.public_key(), Some([2; 32]), addr(B), None);
     let out = u.send_packet(&packet(1, 1));
     let (_, got_b) = pump(&mut u, &mut b, out, vec![]);
     assert!(got_b.is_empty());
-    assert_eq!(u.drops, vec![Dropped::Crypto], "the response fails to authenticate");
+    assert_eq!(
+        u.drops,
+        vec![Dropped::Crypto],
+        "the response fails to authenticate"
+    );
 }
 
 #[test]
 fn cookie_round_trip_with_umbra_as_responder_under_load() {
-    let config = Config { handshake_load_threshold: 0, ..Config::default() };
+    let config = Config {
+        handshake_load_threshold: 0,
+        ..Config::default()
+    };
     let (mut u, mut b) = umbra_and_boring(None, config, None);
     let p = packet(1, 0xb);
     let init = b.send_packet(&p);
@@ -99,7 +147,11 @@ fn cookie_round_trip_with_umbra_as_responder_under_load() {
     // boringtun retries with mac2 and now gets a real response.
     let retry = b.force_initiation();
     let (got_u, got_b) = pump(&mut u, &mut b, vec![], retry);
-    assert_eq!(got_u, vec![p], "the queued packet crosses after the cookie round trip");
+    assert_eq!(
+        got_u,
+        vec![p],
+        "the queued packet crosses after the cookie round trip"
+    );
     assert!(got_b.is_empty());
     exchange(&mut u, &mut b, 2);
 }
@@ -147,8 +199,24 @@ fn rekey_after_120_seconds_loses_nothing() {
 #[test]
 fn umbra_pair_rekeys_both_directions_over_ten_minutes() {
     let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(ka.clone(), kb.public_key(), None, addr(A), Some(addr(B)), Config::default(), 1);
-    let mut b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), Config::default(), 2);
+    let mut a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        Some(addr(B)),
+        Config::default(),
+        1,
+    );
+    let mut b = UmbraSide::new(
+        kb,
+        ka.public_key(),
+        None,
+        addr(B),
+        Some(addr(A)),
+        Config::default(),
+        2,
+    );
     for second in 0..600u32 {
         exchange(&mut a, &mut b, second);
         exchange(&mut b, &mut a, second);
@@ -158,8 +226,16 @@ fn umbra_pair_rekeys_both_directions_over_ten_minutes() {
         pump(&mut a, &mut b, oa, ob);
     }
     let handshakes = a.dev.peer_stats(a.peer, a.now).unwrap().handshakes;
-    assert!(handshakes >= 5, "about one handshake per two minutes: {handshakes}");
-    assert!(a.drops.is_empty() && b.drops.is_empty(), "{:?} {:?}", a.drops, b.drops);
+    assert!(
+        handshakes >= 5,
+        "about one handshake per two minutes: {handshakes}"
+    );
+    assert!(
+        a.drops.is_empty() && b.drops.is_empty(),
+        "{:?} {:?}",
+        a.drops,
+        b.drops
+    );
 }
 
 /// Captures datagrams boringtun sends umbra after a handshake.
@@ -196,7 +272,9 @@ fn replayed_and_tampered_data_is_dropped() {
 #[test]
 fn reordering_inside_the_window_is_accepted_and_old_counters_are_not() {
     let (mut u, mut b) = established();
-    let batch: Vec<Vec<u8>> = (0..9000).map(|n| b.send_packet(&packet(n, 1)).remove(0)).collect();
+    let batch: Vec<Vec<u8>> = (0..9000)
+        .map(|n| b.send_packet(&packet(n, 1)).remove(0))
+        .collect();
     // Newest first, then a few in reverse: all inside the window.
     for d in batch[8990..].iter().rev() {
         assert_eq!(u.recv_datagram(b.addr(), d).1.len(), 1);
@@ -215,10 +293,19 @@ fn packets_from_another_key_are_dropped() {
     // A peer with the right index space but different keys: a second boringtun
     // that umbra does not know at all.
     let stranger = key(9);
-    let mut s = BoringSide::new(&stranger, u.dev.public_key().to_owned(), None, addr("192.0.2.9:1"), None);
+    let mut s = BoringSide::new(
+        &stranger,
+        u.dev.public_key().to_owned(),
+        None,
+        addr("192.0.2.9:1"),
+        None,
+    );
     let init = s.send_packet(&packet(1, 1));
     let (replies, got) = u.recv_datagram(s.addr(), &init[0]);
-    assert!(replies.is_empty() && got.is_empty(), "cloaked: no answer at all");
+    assert!(
+        replies.is_empty() && got.is_empty(),
+        "cloaked: no answer at all"
+    );
     assert_eq!(u.drops, vec![Dropped::UnknownPeer]);
 }
 

@@ -13,7 +13,15 @@ const B: &str = "192.0.2.2:51821";
 
 fn pair(config: Config) -> (UmbraSide, UmbraSide) {
     let (ka, kb) = (key(1), key(2));
-    let a = UmbraSide::new(ka.clone(), kb.public_key(), None, addr(A), Some(addr(B)), config.clone(), 1);
+    let a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        Some(addr(B)),
+        config.clone(),
+        1,
+    );
     let b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), config, 2);
     (a, b)
 }
@@ -45,7 +53,10 @@ fn receiver_sends_keepalive_after_ten_quiet_seconds() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].len(), 32, "an empty data message");
     let (got_a, _) = pump(&mut a, &mut b, vec![], out);
-    assert!(got_a.is_empty(), "keepalives are not delivered to the tunnel");
+    assert!(
+        got_a.is_empty(),
+        "keepalives are not delivered to the tunnel"
+    );
     assert!(a.drops.is_empty());
 }
 
@@ -91,19 +102,41 @@ fn keys_are_zeroed_after_three_reject_times() {
     advance_both(&mut a, &mut b, Duration::from_secs(179));
     assert!(a.dev.peer_stats(a.peer, a.now).unwrap().has_session);
     advance_both(&mut a, &mut b, Duration::from_secs(1));
-    assert!(!a.dev.peer_stats(a.peer, a.now).unwrap().has_session, "expired at REJECT_AFTER_TIME");
+    assert!(
+        !a.dev.peer_stats(a.peer, a.now).unwrap().has_session,
+        "expired at REJECT_AFTER_TIME"
+    );
     advance_both(&mut a, &mut b, Duration::from_secs(361));
     a.tick();
     // After zeroing, an old data message finds no keys at all.
     let d = b.send_packet(&pkt(3));
-    assert!(d.iter().all(|d| d[0] == 1), "b has no usable keys either and rehandshakes");
+    assert!(
+        d.iter().all(|d| d[0] == 1),
+        "b has no usable keys either and rehandshakes"
+    );
 }
 
 #[test]
 fn persistent_keepalive_fires_on_an_idle_link() {
     let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(ka.clone(), kb.public_key(), None, addr(A), Some(addr(B)), Config::default(), 1);
-    let mut b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), Config::default(), 2);
+    let mut a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        Some(addr(B)),
+        Config::default(),
+        1,
+    );
+    let mut b = UmbraSide::new(
+        kb,
+        ka.public_key(),
+        None,
+        addr(B),
+        Some(addr(A)),
+        Config::default(),
+        2,
+    );
     let mut pc = umbra::tunnel::PeerConfig::new(key(2).public_key());
     pc.endpoint = Some(addr(B));
     pc.persistent_keepalive = Some(Duration::from_secs(25));
@@ -152,26 +185,54 @@ fn replayed_initiation_and_floods_are_refused() {
 #[test]
 fn peer_without_endpoint_waits_then_roams() {
     let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(ka.clone(), kb.public_key(), None, addr(A), None, Config::default(), 1);
-    let mut b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), Config::default(), 2);
+    let mut a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        None,
+        Config::default(),
+        1,
+    );
+    let mut b = UmbraSide::new(
+        kb,
+        ka.public_key(),
+        None,
+        addr(B),
+        Some(addr(A)),
+        Config::default(),
+        2,
+    );
     let mut buf = vec![0u8; MTU_BUF];
     let p = pkt(1);
     buf[16..16 + p.len()].copy_from_slice(&p);
-    assert_eq!(a.dev.encapsulate(a.now, a.peer, &mut buf, p.len()), Err(SendError::NoEndpoint));
+    assert_eq!(
+        a.dev.encapsulate(a.now, a.peer, &mut buf, p.len()),
+        Err(SendError::NoEndpoint)
+    );
     let out = b.send_packet(&pkt(2));
     let (got_a, _) = pump(&mut a, &mut b, vec![], out);
     assert_eq!(got_a, vec![pkt(2)]);
-    assert_eq!(a.dev.peer_stats(a.peer, a.now).unwrap().endpoint, Some(addr(B)));
+    assert_eq!(
+        a.dev.peer_stats(a.peer, a.now).unwrap().endpoint,
+        Some(addr(B))
+    );
     // b moves to a new address: the next authenticated packet moves a's endpoint.
     let d = b.send_packet(&pkt(3));
     let (_, got) = a.recv_datagram(addr("198.51.100.5:4000"), &d[0]);
     assert_eq!(got, vec![pkt(3)]);
-    assert_eq!(a.dev.peer_stats(a.peer, a.now).unwrap().endpoint, Some(addr("198.51.100.5:4000")));
+    assert_eq!(
+        a.dev.peer_stats(a.peer, a.now).unwrap().endpoint,
+        Some(addr("198.51.100.5:4000"))
+    );
 }
 
 #[test]
 fn queue_is_bounded_while_handshaking() {
-    let config = Config { queue_limit: 4, ..Config::default() };
+    let config = Config {
+        queue_limit: 4,
+        ..Config::default()
+    };
     let (mut a, mut b) = pair(config);
     let mut out = Vec::new();
     for n in 0..10 {
@@ -179,7 +240,11 @@ fn queue_is_bounded_while_handshaking() {
     }
     assert_eq!(out.len(), 1, "one initiation, everything else waits");
     let (_, got) = pump(&mut a, &mut b, out, vec![]);
-    assert_eq!(got, (6..10).map(pkt).collect::<Vec<_>>(), "the newest four survive");
+    assert_eq!(
+        got,
+        (6..10).map(pkt).collect::<Vec<_>>(),
+        "the newest four survive"
+    );
 }
 
 #[test]

@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 use super::crypto::{ct_eq, hash, mac, Mac};
 use super::Entropy;
 use crate::keys::PublicKey;
-use crate::wire::wg::{mac1_offset, write_cookie_reply, COOKIE_NONCE_LEN, COOKIE_REPLY_LEN, MAC_LEN};
+use crate::wire::wg::{
+    mac1_offset, write_cookie_reply, COOKIE_NONCE_LEN, COOKIE_REPLY_LEN, MAC_LEN,
+};
 
 const LABEL_MAC1: &[u8] = b"mac1----";
 const LABEL_COOKIE: &[u8] = b"cookie--";
@@ -36,7 +38,10 @@ struct MacKeys {
 
 impl MacKeys {
     fn new(key: &PublicKey) -> Self {
-        MacKeys { mac1: hash(&[LABEL_MAC1, key.as_bytes()]), cookie: hash(&[LABEL_COOKIE, key.as_bytes()]) }
+        MacKeys {
+            mac1: hash(&[LABEL_MAC1, key.as_bytes()]),
+            cookie: hash(&[LABEL_COOKIE, key.as_bytes()]),
+        }
     }
 }
 
@@ -66,13 +71,19 @@ pub struct CookieChecker {
 
 impl CookieChecker {
     pub fn new(local: &PublicKey) -> Self {
-        CookieChecker { keys: MacKeys::new(local), secret: Zeroizing::new([0u8; 32]), secret_born: None }
+        CookieChecker {
+            keys: MacKeys::new(local),
+            secret: Zeroizing::new([0u8; 32]),
+            secret_born: None,
+        }
     }
 
     /// Whether mac1 proves the sender knows our public key. Cheap; done
     /// before anything else.
     pub fn check_mac1(&self, msg: &[u8]) -> bool {
-        let Some(at) = mac1_offset(msg.len()) else { return false };
+        let Some(at) = mac1_offset(msg.len()) else {
+            return false;
+        };
         match (msg.get(..at), msg.get(at..at + MAC_LEN)) {
             (Some(body), Some(got)) => ct_eq(&mac(&self.keys.mac1, &[body]), got),
             _ => false,
@@ -80,7 +91,13 @@ impl CookieChecker {
     }
 
     /// Whether mac2 proves the sender holds a current cookie for its address.
-    pub fn check_mac2(&mut self, now: Instant, entropy: &mut dyn Entropy, msg: &[u8], src: &SocketAddr) -> bool {
+    pub fn check_mac2(
+        &mut self,
+        now: Instant,
+        entropy: &mut dyn Entropy,
+        msg: &[u8],
+        src: &SocketAddr,
+    ) -> bool {
         let at = msg.len().saturating_sub(MAC_LEN);
         let cookie = self.cookie(now, entropy, src);
         match (msg.get(..at), msg.get(at..)) {
@@ -91,7 +108,9 @@ impl CookieChecker {
 
     /// The cookie for `src` under the current secret, rotating a stale secret.
     fn cookie(&mut self, now: Instant, entropy: &mut dyn Entropy, src: &SocketAddr) -> Mac {
-        let stale = self.secret_born.is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_MAX_AGE);
+        let stale = self
+            .secret_born
+            .is_none_or(|born| now.saturating_duration_since(born) >= COOKIE_SECRET_MAX_AGE);
         if stale {
             entropy.fill(&mut self.secret[..]);
             self.secret_born = Some(now);
@@ -111,12 +130,18 @@ impl CookieChecker {
         src: &SocketAddr,
         out: &mut [u8; COOKIE_REPLY_LEN],
     ) -> bool {
-        let Some(mac1) = mac1_offset(msg.len()).and_then(|at| msg.get(at..at + MAC_LEN)) else { return false };
+        let Some(mac1) = mac1_offset(msg.len()).and_then(|at| msg.get(at..at + MAC_LEN)) else {
+            return false;
+        };
         let mut cookie = self.cookie(now, entropy, src);
         let mut nonce = [0u8; COOKIE_NONCE_LEN];
         entropy.fill(&mut nonce);
-        let Ok(cipher) = XChaCha20Poly1305::new_from_slice(&self.keys.cookie) else { return false };
-        let Ok(tag) = cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), mac1, &mut cookie) else {
+        let Ok(cipher) = XChaCha20Poly1305::new_from_slice(&self.keys.cookie) else {
+            return false;
+        };
+        let Ok(tag) =
+            cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), mac1, &mut cookie)
+        else {
             return false;
         };
         let mut sealed = [0u8; 32];
@@ -139,21 +164,27 @@ pub struct CookieJar {
 
 impl CookieJar {
     pub fn new(remote: &PublicKey) -> Self {
-        CookieJar { keys: MacKeys::new(remote), cookie: None, last_mac1: None }
+        CookieJar {
+            keys: MacKeys::new(remote),
+            cookie: None,
+            last_mac1: None,
+        }
     }
 
     /// Fills in mac1 and, with a fresh cookie, mac2 (zero otherwise).
     pub fn stamp(&mut self, now: Instant, msg: &mut [u8]) {
-        let Some(at) = mac1_offset(msg.len()) else { return };
+        let Some(at) = mac1_offset(msg.len()) else {
+            return;
+        };
         let Some(body) = msg.get(..at) else { return };
         let mac1 = mac(&self.keys.mac1, &[body]);
         if let Some(dst) = msg.get_mut(at..at + MAC_LEN) {
             dst.copy_from_slice(&mac1);
         }
         self.last_mac1 = Some(mac1);
-        let fresh = self
-            .cookie
-            .filter(|(_, got)| now.saturating_duration_since(*got) < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY);
+        let fresh = self.cookie.filter(|(_, got)| {
+            now.saturating_duration_since(*got) < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY
+        });
         let mac2 = match (fresh, msg.get(..at + MAC_LEN)) {
             (Some((cookie, _)), Some(body)) => mac(&cookie, &[body]),
             _ => [0u8; MAC_LEN],
@@ -164,13 +195,25 @@ impl CookieJar {
     }
 
     /// Accepts a cookie reply if it decrypts against our last message.
-    pub fn consume_reply(&mut self, now: Instant, nonce: &[u8; COOKIE_NONCE_LEN], sealed: &[u8; 32]) -> bool {
-        let Some(mac1) = self.last_mac1 else { return false };
-        let Ok(cipher) = XChaCha20Poly1305::new_from_slice(&self.keys.cookie) else { return false };
+    pub fn consume_reply(
+        &mut self,
+        now: Instant,
+        nonce: &[u8; COOKIE_NONCE_LEN],
+        sealed: &[u8; 32],
+    ) -> bool {
+        let Some(mac1) = self.last_mac1 else {
+            return false;
+        };
+        let Ok(cipher) = XChaCha20Poly1305::new_from_slice(&self.keys.cookie) else {
+            return false;
+        };
         let mut cookie = [0u8; 16];
         cookie.copy_from_slice(&sealed[..16]);
         let tag = Tag::from_slice(&sealed[16..]);
-        if cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), &mac1, &mut cookie, tag).is_err() {
+        if cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), &mac1, &mut cookie, tag)
+            .is_err()
+        {
             return false;
         }
         self.cookie = Some((cookie, now));
@@ -197,11 +240,16 @@ mod tests {
         wg::write_initiation(&mut msg, 77, &[3; wg::INITIATION_NOISE_LEN]);
         jar.stamp(now, &mut msg);
         assert!(checker.check_mac1(&msg));
-        assert!(!checker.check_mac2(now, &mut rng, &msg, &src), "no cookie yet");
+        assert!(
+            !checker.check_mac2(now, &mut rng, &msg, &src),
+            "no cookie yet"
+        );
 
         let mut reply = [0u8; COOKIE_REPLY_LEN];
         assert!(checker.write_reply(now, &mut rng, &msg, 77, &src, &mut reply));
-        let Ok(wg::Message::CookieReply(r)) = wg::parse(&reply) else { panic!() };
+        let Ok(wg::Message::CookieReply(r)) = wg::parse(&reply) else {
+            panic!()
+        };
         assert_eq!(r.receiver(), 77);
         assert!(jar.consume_reply(now, &r.nonce(), &r.encrypted_cookie()));
 
@@ -209,7 +257,10 @@ mod tests {
         assert!(checker.check_mac1(&msg));
         assert!(checker.check_mac2(now, &mut rng, &msg, &src));
         let other: SocketAddr = "192.0.2.2:51820".parse().unwrap();
-        assert!(!checker.check_mac2(now, &mut rng, &msg, &other), "cookie is bound to the address");
+        assert!(
+            !checker.check_mac2(now, &mut rng, &msg, &other),
+            "cookie is bound to the address"
+        );
 
         // After the secret rotates the old cookie no longer counts.
         let later = now + COOKIE_SECRET_MAX_AGE;
@@ -234,7 +285,10 @@ mod tests {
     fn forged_cookie_reply_is_ignored() {
         let mut jar = CookieJar::new(&PublicKey([5; 32]));
         let now = Instant::now();
-        assert!(!jar.consume_reply(now, &[0; 24], &[0; 32]), "nothing sent yet");
+        assert!(
+            !jar.consume_reply(now, &[0; 24], &[0; 32]),
+            "nothing sent yet"
+        );
         let mut msg = [0u8; INITIATION_LEN];
         jar.stamp(now, &mut msg);
         assert!(!jar.consume_reply(now, &[0; 24], &[0; 32]));

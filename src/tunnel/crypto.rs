@@ -22,7 +22,8 @@ pub fn hash(parts: &[&[u8]]) -> [u8; 32] {
 /// `key` is at most 32 bytes in every WireGuard use; a longer one yields a
 /// MAC that matches nothing rather than a panic.
 pub fn mac(key: &[u8], parts: &[&[u8]]) -> Mac {
-    let Ok(mut m) = <Blake2sMac<blake2::digest::consts::U16> as KeyInit>::new_from_slice(key) else {
+    let Ok(mut m) = <Blake2sMac<blake2::digest::consts::U16> as KeyInit>::new_from_slice(key)
+    else {
         return [0xff; 16];
     };
     for p in parts {
@@ -56,10 +57,7 @@ mod tests {
     #[test]
     fn blake2s_known_answers() {
         // RFC 7693 appendix B: BLAKE2s-256("abc").
-        assert_eq!(
-            hash(&[b"ab", b"c"])[..4],
-            [0x50, 0x8C, 0x5E, 0x8C]
-        );
+        assert_eq!(hash(&[b"ab", b"c"])[..4], [0x50, 0x8C, 0x5E, 0x8C]);
         assert_ne!(mac(&[1; 32], &[b"x"]), mac(&[2; 32], &[b"x"]));
         assert_eq!(mac(&[1; 32], &[b"xy"]), mac(&[1; 32], &[b"x", b"y"]));
     }

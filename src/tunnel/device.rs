@@ -10,15 +10,20 @@ use zeroize::Zeroizing;
 use super::cookie::CookieChecker;
 use super::crypto::tai64n;
 use super::handshake::{
-    static_shared, HandshakeError, Identity, InitiatorHandshake, ReceivedInitiation, StaticShared, TIMESTAMP_LEN,
+    static_shared, HandshakeError, Identity, InitiatorHandshake, ReceivedInitiation, StaticShared,
+    TIMESTAMP_LEN,
 };
-use super::peer::{PendingHandshake, Peer, PeerConfig, PeerId, PeerStats};
+use super::peer::{Peer, PeerConfig, PeerId, PeerStats, PendingHandshake};
 use super::ratelimit::{LoadMonitor, RateLimiter};
 use super::session::{Keypair, OpenError, REJECT_AFTER_TIME};
-use super::timers::{KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS};
+use super::timers::{
+    KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS,
+};
 use super::Entropy;
 use crate::keys::{PrivateKey, PublicKey};
-use crate::wire::wg::{self, Message, COOKIE_REPLY_LEN, DATA_HEADER_LEN, INITIATION_LEN, RESPONSE_LEN};
+use crate::wire::wg::{
+    self, Message, COOKIE_REPLY_LEN, DATA_HEADER_LEN, INITIATION_LEN, RESPONSE_LEN,
+};
 
 /// Initiations from one peer closer together than this are dropped (flood guard).
 const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
@@ -34,7 +39,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { handshake_load_threshold: 1000, queue_limit: 128 }
+        Config {
+            handshake_load_threshold: 1000,
+            queue_limit: 128,
+        }
     }
 }
 
@@ -124,7 +132,13 @@ pub struct Device {
 impl Device {
     /// `now` and `wall` are the caller's clocks at the same moment; the
     /// device never reads a clock itself.
-    pub fn new(private: PrivateKey, config: Config, entropy: Box<dyn Entropy>, now: Instant, wall: SystemTime) -> Self {
+    pub fn new(
+        private: PrivateKey,
+        config: Config,
+        entropy: Box<dyn Entropy>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
         let public = private.public_key();
         Device {
             cookies: CookieChecker::new(&public),
@@ -163,7 +177,11 @@ impl Device {
         let key = config.public_key;
         let shared = static_shared(&self.private, &key);
         std::sync::Arc::make_mut(&mut self.static_shared).insert(key, shared);
-        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let slot = self
+            .peers
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
         let peer = Some(Peer::new(config));
         match self.peers.get_mut(slot) {
@@ -176,7 +194,9 @@ impl Device {
 
     /// Removes a peer and forgets its keys at once.
     pub fn remove_peer(&mut self, id: PeerId) -> bool {
-        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) else { return false };
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) else {
+            return false;
+        };
         for index in peer.indices() {
             self.indices.remove(&index);
         }
@@ -191,7 +211,11 @@ impl Device {
     }
 
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(i, _)| PeerId(i as u32))
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| PeerId(i as u32))
     }
 
     pub fn peer_key(&self, id: PeerId) -> Option<PublicKey> {
@@ -211,7 +235,11 @@ impl Device {
     }
 
     fn identity(&self) -> Identity<'_> {
-        Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared }
+        Identity {
+            private: &self.private,
+            public: &self.public,
+            static_shared: &self.static_shared,
+        }
     }
 
     fn peer(&self, id: PeerId) -> Option<&Peer> {
@@ -261,15 +289,23 @@ impl Device {
             Message::Initiation(m) => return self.on_initiation(now, src, m, reply),
             Message::Response(m) => return self.on_response(now, src, m, reply),
             Message::CookieReply(m) => {
-                let id = *self.indices.get(&m.receiver()).ok_or(Dropped::UnknownIndex)?;
+                let id = *self
+                    .indices
+                    .get(&m.receiver())
+                    .ok_or(Dropped::UnknownIndex)?;
                 let peer = self.peer_mut(id).ok_or(Dropped::UnknownIndex)?;
-                return match peer.jar.consume_reply(now, &m.nonce(), &m.encrypted_cookie()) {
+                return match peer
+                    .jar
+                    .consume_reply(now, &m.nonce(), &m.encrypted_cookie())
+                {
                     true => Ok(Received::Done),
                     false => Err(Dropped::Crypto),
                 };
             }
         };
-        let sealed = datagram.get_mut(DATA_HEADER_LEN..).ok_or(Dropped::Malformed)?;
+        let sealed = datagram
+            .get_mut(DATA_HEADER_LEN..)
+            .ok_or(Dropped::Malformed)?;
         self.on_data(now, src, receiver, counter, sealed)
     }
 
@@ -284,19 +320,30 @@ impl Device {
             return Err(Dropped::Mac1);
         }
         if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
-            return Ok(Received::Reply(reply.get(..COOKIE_REPLY_LEN).unwrap_or_default()));
+            return Ok(Received::Reply(
+                reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
+            ));
         }
         let mut seed = Zeroizing::new([0u8; 32]);
         self.entropy.fill(&mut seed[..]);
         let received =
             ReceivedInitiation::read(self.identity(), msg.noise(), *seed).map_err(map_hs)?;
         // Cloaking: an initiator we do not know gets no answer at all.
-        let id = *self.by_key.get(&received.remote).ok_or(Dropped::UnknownPeer)?;
+        let id = *self
+            .by_key
+            .get(&received.remote)
+            .ok_or(Dropped::UnknownPeer)?;
         let peer = self.peer(id).ok_or(Dropped::UnknownPeer)?;
-        if peer.last_timestamp.is_some_and(|last| received.timestamp <= last) {
+        if peer
+            .last_timestamp
+            .is_some_and(|last| received.timestamp <= last)
+        {
             return Err(Dropped::Replay);
         }
-        if peer.last_initiation_received.is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL) {
+        if peer
+            .last_initiation_received
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
+        {
             return Err(Dropped::Flood);
         }
         let psk = peer.config.preshared_key.clone();
@@ -304,12 +351,22 @@ impl Device {
         let mut noise = [0u8; wg::RESPONSE_NOISE_LEN];
         let keys = received.respond(&psk, &mut noise).map_err(map_hs)?;
         let local_index = self.new_index(id);
-        let keypair = Keypair::new(&keys.send, &keys.recv, local_index, msg.sender(), now, false);
+        let keypair = Keypair::new(
+            &keys.send,
+            &keys.recv,
+            local_index,
+            msg.sender(),
+            now,
+            false,
+        );
         let out: &mut [u8; RESPONSE_LEN] = reply
             .get_mut(..RESPONSE_LEN)
             .and_then(|s| s.try_into().ok())
             .ok_or(Dropped::Malformed)?;
-        let (Some(keypair), Some(peer)) = (keypair, self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)) else {
+        let (Some(keypair), Some(peer)) = (
+            keypair,
+            self.peers.get_mut(id.0 as usize).and_then(Option::as_mut),
+        ) else {
             self.indices.remove(&local_index);
             return Err(Dropped::Crypto);
         };
@@ -317,7 +374,10 @@ impl Device {
         peer.jar.stamp(now, out);
         // A responder holds the new keys as `next` until the initiator proves
         // it has them too, by sending data with them.
-        for old in [peer.next.replace(keypair), peer.previous.take()].into_iter().flatten() {
+        for old in [peer.next.replace(keypair), peer.previous.take()]
+            .into_iter()
+            .flatten()
+        {
             self.indices.remove(&old.local_index);
         }
         peer.last_timestamp = Some(timestamp);
@@ -345,12 +405,18 @@ impl Device {
         if !self.load.record(now) {
             return Ok(false);
         }
-        if !self.cookies.check_mac2(now, self.entropy.as_mut(), msg, &src) {
+        if !self
+            .cookies
+            .check_mac2(now, self.entropy.as_mut(), msg, &src)
+        {
             let out: &mut [u8; COOKIE_REPLY_LEN] = reply
                 .get_mut(..COOKIE_REPLY_LEN)
                 .and_then(|s| s.try_into().ok())
                 .ok_or(Dropped::Malformed)?;
-            if !self.cookies.write_reply(now, self.entropy.as_mut(), msg, sender, &src, out) {
+            if !self
+                .cookies
+                .write_reply(now, self.entropy.as_mut(), msg, sender, &src, out)
+            {
                 return Err(Dropped::Malformed);
             }
             return Ok(true);
@@ -372,11 +438,24 @@ impl Device {
             return Err(Dropped::Mac1);
         }
         if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
-            return Ok(Received::Reply(reply.get(..COOKIE_REPLY_LEN).unwrap_or_default()));
+            return Ok(Received::Reply(
+                reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
+            ));
         }
-        let id = *self.indices.get(&msg.receiver()).ok_or(Dropped::UnknownIndex)?;
-        let identity = Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared };
-        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Dropped::UnknownIndex)?;
+        let id = *self
+            .indices
+            .get(&msg.receiver())
+            .ok_or(Dropped::UnknownIndex)?;
+        let identity = Identity {
+            private: &self.private,
+            public: &self.public,
+            static_shared: &self.static_shared,
+        };
+        let peer = self
+            .peers
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(Dropped::UnknownIndex)?;
         let pending = match peer.handshake.take() {
             Some(h) if h.local_index == msg.receiver() => h,
             other => {
@@ -384,7 +463,12 @@ impl Device {
                 return Err(Dropped::UnknownIndex);
             }
         };
-        let PendingHandshake { state, local_index, seed, timestamp } = pending;
+        let PendingHandshake {
+            state,
+            local_index,
+            seed,
+            timestamp,
+        } = pending;
         let keys = match state.finish(msg.noise()) {
             Ok(keys) => keys,
             Err(e) => {
@@ -399,7 +483,12 @@ impl Device {
                     timestamp,
                     &mut scratch,
                 ) {
-                    peer.handshake = Some(PendingHandshake { state, local_index, seed, timestamp });
+                    peer.handshake = Some(PendingHandshake {
+                        state,
+                        local_index,
+                        seed,
+                        timestamp,
+                    });
                 }
                 return Err(map_hs(e));
             }
@@ -411,7 +500,10 @@ impl Device {
             Some(next) => [peer.previous.replace(next), peer.current.replace(keypair)],
             None => {
                 let old = peer.current.replace(keypair);
-                [peer.previous.take(), std::mem::replace(&mut peer.previous, old)]
+                [
+                    peer.previous.take(),
+                    std::mem::replace(&mut peer.previous, old),
+                ]
             }
         };
         for old in retired.into_iter().flatten() {
@@ -443,13 +535,24 @@ impl Device {
         sealed: &'a mut [u8],
     ) -> Result<Received<'a>, Dropped> {
         let id = *self.indices.get(&receiver).ok_or(Dropped::UnknownIndex)?;
-        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(Dropped::UnknownIndex)?;
-        let is_next = peer.next.as_ref().is_some_and(|k| k.local_index == receiver);
-        let keypair = [peer.current.as_mut(), peer.previous.as_mut(), peer.next.as_mut()]
-            .into_iter()
-            .flatten()
-            .find(|k| k.local_index == receiver)
+        let peer = self
+            .peers
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
             .ok_or(Dropped::UnknownIndex)?;
+        let is_next = peer
+            .next
+            .as_ref()
+            .is_some_and(|k| k.local_index == receiver);
+        let keypair = [
+            peer.current.as_mut(),
+            peer.previous.as_mut(),
+            peer.next.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|k| k.local_index == receiver)
+        .ok_or(Dropped::UnknownIndex)?;
         let padded = keypair.open(counter, sealed, now).map_err(|e| match e {
             OpenError::Replayed => Dropped::Replay,
             OpenError::Expired => Dropped::Expired,
@@ -491,12 +594,22 @@ impl Device {
     /// Encrypts the inner packet at `buf[DATA_HEADER_LEN..][..len]` in place
     /// for `peer`. `buf` needs room for `session::sealed_len(len)` bytes.
     /// Without a usable session the packet is queued and a handshake started.
-    pub fn encapsulate(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Result<Sent, SendError> {
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Sent, SendError> {
         if buf.len() < super::session::sealed_len(len) {
             return Err(SendError::BufferTooSmall);
         }
         let queue_limit = self.config.queue_limit;
-        let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(SendError::UnknownPeer)?;
+        let peer = self
+            .peers
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(SendError::UnknownPeer)?;
         if let (Some(endpoint), Some(keypair)) = (peer.config.endpoint, peer.current.as_mut()) {
             if let Some(n) = keypair.seal(buf, len, now) {
                 let rekey = keypair.wants_rekey_on_send(now);
@@ -508,13 +621,19 @@ impl Device {
                     peer.want_initiation = true;
                     Self::mark_pending(&mut self.pending, id, peer);
                 }
-                return Ok(Sent::Now(Transmit { peer: id, endpoint, len: n }));
+                return Ok(Sent::Now(Transmit {
+                    peer: id,
+                    endpoint,
+                    len: n,
+                }));
             }
         }
         if peer.config.endpoint.is_none() {
             return Err(SendError::NoEndpoint);
         }
-        let packet = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len).ok_or(SendError::BufferTooSmall)?;
+        let packet = buf
+            .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
+            .ok_or(SendError::BufferTooSmall)?;
         peer.enqueue(packet, queue_limit);
         peer.want_initiation = true;
         Self::mark_pending(&mut self.pending, id, peer);
@@ -523,7 +642,10 @@ impl Device {
 
     /// Runs the timers. Call at least every [`super::timers::TICK`].
     pub fn tick(&mut self, now: Instant) {
-        if self.last_gc.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+        if self
+            .last_gc
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
             self.limiter.gc(now);
             self.last_gc = Some(now);
         }
@@ -566,7 +688,11 @@ impl Device {
 
     /// The earliest moment a timer needs `tick`.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers.iter().flatten().filter_map(|p| p.timers.next_deadline()).min()
+        self.peers
+            .iter()
+            .flatten()
+            .filter_map(|p| p.timers.next_deadline())
+            .min()
     }
 
     /// Writes the next datagram the device wants sent into `buf` (which must
@@ -590,7 +716,11 @@ impl Device {
         let endpoint = peer.config.endpoint?;
         if std::mem::take(&mut peer.want_initiation) {
             if let Some(len) = self.write_initiation(now, id, buf) {
-                return Some(Transmit { peer: id, endpoint, len });
+                return Some(Transmit {
+                    peer: id,
+                    endpoint,
+                    len,
+                });
             }
         }
         let peer = self.peer_mut(id)?;
@@ -598,7 +728,9 @@ impl Device {
         let (len, data) = match peer.queue.pop_front() {
             Some(packet) => {
                 let n = packet.len();
-                let fits = buf.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + n).map(|dst| dst.copy_from_slice(&packet));
+                let fits = buf
+                    .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + n)
+                    .map(|dst| dst.copy_from_slice(&packet));
                 peer.spare.push(packet);
                 (fits.map(|_| n)?, true)
             }
@@ -613,7 +745,11 @@ impl Device {
         if data {
             peer.timers.data_sent(now);
         }
-        Some(Transmit { peer: id, endpoint, len: n })
+        Some(Transmit {
+            peer: id,
+            endpoint,
+            len: n,
+        })
     }
 
     /// Builds a handshake initiation to `id` into `buf`, at most one per
@@ -629,10 +765,16 @@ impl Device {
         let out: &mut [u8; INITIATION_LEN] = buf.get_mut(..INITIATION_LEN)?.try_into().ok()?;
         let mut seed = Zeroizing::new([0u8; 32]);
         self.entropy.fill(&mut seed[..]);
-        let jitter = Duration::from_millis(u64::from(self.entropy.next_u32() % REKEY_TIMEOUT_JITTER_MAX_MS));
+        let jitter = Duration::from_millis(u64::from(
+            self.entropy.next_u32() % REKEY_TIMEOUT_JITTER_MAX_MS,
+        ));
         let timestamp = self.timestamp(now);
         let local_index = self.new_index(id);
-        let identity = Identity { private: &self.private, public: &self.public, static_shared: &self.static_shared };
+        let identity = Identity {
+            private: &self.private,
+            public: &self.public,
+            static_shared: &self.static_shared,
+        };
         let peer = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)?;
         let mut noise = [0u8; wg::INITIATION_NOISE_LEN];
         let started = InitiatorHandshake::start(
@@ -649,7 +791,12 @@ impl Device {
         };
         wg::write_initiation(out, local_index, &noise);
         peer.jar.stamp(now, out);
-        if let Some(old) = peer.handshake.replace(PendingHandshake { state, local_index, seed, timestamp }) {
+        if let Some(old) = peer.handshake.replace(PendingHandshake {
+            state,
+            local_index,
+            seed,
+            timestamp,
+        }) {
             self.indices.remove(&old.local_index);
         }
         peer.last_initiation_sent = Some(now);

@@ -122,7 +122,10 @@ impl InitiatorHandshake {
             return Err(HandshakeError::Malformed);
         }
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok(SessionKeys { send: Zeroizing::new(i2r), recv: Zeroizing::new(r2i) })
+        Ok(SessionKeys {
+            send: Zeroizing::new(i2r),
+            recv: Zeroizing::new(r2i),
+        })
     }
 }
 
@@ -141,7 +144,11 @@ impl ReceivedInitiation {
     ///
     /// `ephemeral_seed` is the randomness for our response's ephemeral key,
     /// drawn now because snow binds its randomness when the state is built.
-    pub fn read(local: Identity<'_>, noise: &[u8], ephemeral_seed: [u8; 32]) -> Result<Self, HandshakeError> {
+    pub fn read(
+        local: Identity<'_>,
+        noise: &[u8],
+        ephemeral_seed: [u8; 32],
+    ) -> Result<Self, HandshakeError> {
         let resolver = Resolver::new(local, ephemeral_seed);
         let mut state = snow::Builder::with_resolver(params()?, Box::new(resolver))
             .prologue(IDENTIFIER)?
@@ -154,7 +161,11 @@ impl ReceivedInitiation {
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .map(PublicKey);
         match (n, remote) {
-            (TIMESTAMP_LEN, Some(remote)) => Ok(ReceivedInitiation { state, remote, timestamp }),
+            (TIMESTAMP_LEN, Some(remote)) => Ok(ReceivedInitiation {
+                state,
+                remote,
+                timestamp,
+            }),
             _ => Err(HandshakeError::Malformed),
         }
     }
@@ -171,14 +182,20 @@ impl ReceivedInitiation {
             return Err(HandshakeError::Malformed);
         }
         let (i2r, r2i) = self.state.dangerously_get_raw_split();
-        Ok(SessionKeys { send: Zeroizing::new(r2i), recv: Zeroizing::new(i2r) })
+        Ok(SessionKeys {
+            send: Zeroizing::new(r2i),
+            recv: Zeroizing::new(i2r),
+        })
     }
 }
 
 fn params() -> Result<NoiseParams, HandshakeError> {
     // Parsed once: snow's parser allocates, and this runs per handshake.
     static PARAMS: OnceLock<Option<NoiseParams>> = OnceLock::new();
-    PARAMS.get_or_init(|| CONSTRUCTION.parse().ok()).clone().ok_or(HandshakeError::Malformed)
+    PARAMS
+        .get_or_init(|| CONSTRUCTION.parse().ok())
+        .clone()
+        .ok_or(HandshakeError::Malformed)
 }
 
 /// Supplies snow with our checked X25519 and with the caller's randomness;
@@ -210,7 +227,10 @@ impl Drop for Resolver {
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
         let seed = self.seed.replace([0u8; 32]);
-        Some(Box::new(SeededRandom { bytes: Zeroizing::new(seed), used: false }))
+        Some(Box::new(SeededRandom {
+            bytes: Zeroizing::new(seed),
+            used: false,
+        }))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
@@ -284,7 +304,11 @@ impl Dh for CheckedX25519 {
             k.copy_from_slice(src);
         }
         self.is_static = crate::tunnel::crypto::ct_eq(&k, &self.known.0[..]);
-        self.public = if self.is_static { self.known.1 } else { x25519_base(k) };
+        self.public = if self.is_static {
+            self.known.1
+        } else {
+            x25519_base(k)
+        };
         *self.private = k;
         k.zeroize();
     }
@@ -301,7 +325,10 @@ impl Dh for CheckedX25519 {
         &self.private[..]
     }
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let point: [u8; 32] = pubkey.get(..32).and_then(|p| p.try_into().ok()).ok_or(snow::Error::Dh)?;
+        let point: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
         let cached = match self.is_static {
             true => self.static_shared.get(&PublicKey(point)).map(|s| **s),
             false => None,
@@ -331,7 +358,11 @@ mod tests {
     }
 
     fn id<'a>(k: &'a PrivateKey, p: &'a PublicKey, t: &'a StaticShared) -> Identity<'a> {
-        Identity { private: k, public: p, static_shared: t }
+        Identity {
+            private: k,
+            public: p,
+            static_shared: t,
+        }
     }
 
     fn none() -> StaticShared {
@@ -344,7 +375,9 @@ mod tests {
         let (rk, rp) = pair(2);
         let psk = PresharedKey::from_bytes([3; 32]);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        let init = InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &psk, [4; 32], [5; 12], &mut m1).unwrap();
+        let init =
+            InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &psk, [4; 32], [5; 12], &mut m1)
+                .unwrap();
         let recv = ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).unwrap();
         assert_eq!(recv.remote, ip);
         assert_eq!(recv.timestamp, [5; 12]);
@@ -365,8 +398,18 @@ mod tests {
         let psk = PresharedKey::none();
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
         let mut plain_m1 = [0u8; INITIATION_NOISE_LEN];
-        let init = InitiatorHandshake::start(id(&ik, &ip, &it), &rp, &psk, [4; 32], [5; 12], &mut m1).unwrap();
-        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &psk, [4; 32], [5; 12], &mut plain_m1).unwrap();
+        let init =
+            InitiatorHandshake::start(id(&ik, &ip, &it), &rp, &psk, [4; 32], [5; 12], &mut m1)
+                .unwrap();
+        InitiatorHandshake::start(
+            id(&ik, &ip, &none()),
+            &rp,
+            &psk,
+            [4; 32],
+            [5; 12],
+            &mut plain_m1,
+        )
+        .unwrap();
         assert_eq!(m1, plain_m1, "same message with and without the table");
         let recv = ReceivedInitiation::read(id(&rk, &rp, &rt), &m1, [6; 32]).unwrap();
         let mut m2 = [0u8; RESPONSE_NOISE_LEN];
@@ -379,10 +422,19 @@ mod tests {
         let (ik, ip) = pair(1);
         let (rk, rp) = pair(2);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        let init = InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        let init = InitiatorHandshake::start(
+            id(&ik, &ip, &none()),
+            &rp,
+            &PresharedKey::none(),
+            [4; 32],
+            [5; 12],
+            &mut m1,
+        )
+        .unwrap();
         let recv = ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).unwrap();
         let mut m2 = [0u8; RESPONSE_NOISE_LEN];
-        recv.respond(&PresharedKey::from_bytes([9; 32]), &mut m2).unwrap();
+        recv.respond(&PresharedKey::from_bytes([9; 32]), &mut m2)
+            .unwrap();
         assert_eq!(init.finish(&m2).err(), Some(HandshakeError::Crypto));
     }
 
@@ -393,14 +445,33 @@ mod tests {
         let zero = PublicKey([0; 32]);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
         assert_eq!(
-            InitiatorHandshake::start(id(&ik, &ip, &none()), &zero, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).err(),
+            InitiatorHandshake::start(
+                id(&ik, &ip, &none()),
+                &zero,
+                &PresharedKey::none(),
+                [4; 32],
+                [5; 12],
+                &mut m1
+            )
+            .err(),
             Some(HandshakeError::Crypto)
         );
         // A responder fed an initiation whose ephemeral is a low-order point.
         let (rk, rp) = pair(2);
-        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        InitiatorHandshake::start(
+            id(&ik, &ip, &none()),
+            &rp,
+            &PresharedKey::none(),
+            [4; 32],
+            [5; 12],
+            &mut m1,
+        )
+        .unwrap();
         m1[..32].fill(0);
-        assert_eq!(ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).err(), Some(HandshakeError::Crypto));
+        assert_eq!(
+            ReceivedInitiation::read(id(&rk, &rp, &none()), &m1, [6; 32]).err(),
+            Some(HandshakeError::Crypto)
+        );
     }
 
     #[test]
@@ -408,11 +479,22 @@ mod tests {
         let (ik, ip) = pair(1);
         let (rk, rp) = pair(2);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        InitiatorHandshake::start(id(&ik, &ip, &none()), &rp, &PresharedKey::none(), [4; 32], [5; 12], &mut m1).unwrap();
+        InitiatorHandshake::start(
+            id(&ik, &ip, &none()),
+            &rp,
+            &PresharedKey::none(),
+            [4; 32],
+            [5; 12],
+            &mut m1,
+        )
+        .unwrap();
         for i in [0, 40, 100] {
             let mut bad = m1;
             bad[i] ^= 1;
-            assert!(ReceivedInitiation::read(id(&rk, &rp, &none()), &bad, [6; 32]).is_err(), "byte {i}");
+            assert!(
+                ReceivedInitiation::read(id(&rk, &rp, &none()), &bad, [6; 32]).is_err(),
+                "byte {i}"
+            );
         }
     }
 }

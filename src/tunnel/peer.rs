@@ -28,7 +28,12 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     pub fn new(public_key: PublicKey) -> Self {
-        PeerConfig { public_key, preshared_key: PresharedKey::none(), endpoint: None, persistent_keepalive: None }
+        PeerConfig {
+            public_key,
+            preshared_key: PresharedKey::none(),
+            endpoint: None,
+            persistent_keepalive: None,
+        }
     }
 }
 
@@ -82,7 +87,10 @@ impl Peer {
     pub fn new(config: PeerConfig) -> Self {
         let jar = CookieJar::new(&config.public_key);
         let timers = Timers::with_persistent_keepalive(config.persistent_keepalive);
-        let stats = PeerStats { endpoint: config.endpoint, ..PeerStats::default() };
+        let stats = PeerStats {
+            endpoint: config.endpoint,
+            ..PeerStats::default()
+        };
         Peer {
             config,
             jar,
@@ -107,11 +115,15 @@ impl Peer {
 
     /// Every local index this peer owns, to remove from the device's table.
     pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
-        [self.current.as_ref(), self.previous.as_ref(), self.next.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|k| k.local_index)
-            .chain(self.handshake.as_ref().map(|h| h.local_index))
+        [
+            self.current.as_ref(),
+            self.previous.as_ref(),
+            self.next.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|k| k.local_index)
+        .chain(self.handshake.as_ref().map(|h| h.local_index))
     }
 
     pub fn set_endpoint(&mut self, addr: SocketAddr) {

@@ -29,12 +29,19 @@ pub struct LoadMonitor {
 impl LoadMonitor {
     /// `threshold`: handshake messages per second beyond which cookies are demanded.
     pub fn new(threshold: u32) -> Self {
-        LoadMonitor { threshold, window_start: None, count: 0, until: None }
+        LoadMonitor {
+            threshold,
+            window_start: None,
+            count: 0,
+            until: None,
+        }
     }
 
     /// Counts one handshake message; returns whether we are under load.
     pub fn record(&mut self, now: Instant) -> bool {
-        let fresh = self.window_start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        let fresh = self
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
         if fresh {
             self.window_start = Some(now);
             self.count = 0;
@@ -69,14 +76,9 @@ struct Bucket {
 }
 
 /// Token buckets per source address.
+#[derive(Default)]
 pub struct RateLimiter {
     buckets: HashMap<SourceKey, Bucket>,
-}
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        RateLimiter { buckets: HashMap::new() }
-    }
 }
 
 impl RateLimiter {
@@ -91,7 +93,10 @@ impl RateLimiter {
             }
         };
         if let Some(b) = self.buckets.get_mut(&key) {
-            let elapsed = now.saturating_duration_since(b.last).as_nanos().min(u128::from(TOKEN_MAX_NS)) as u64;
+            let elapsed = now
+                .saturating_duration_since(b.last)
+                .as_nanos()
+                .min(u128::from(TOKEN_MAX_NS)) as u64;
             b.tokens_ns = (b.tokens_ns + elapsed).min(TOKEN_MAX_NS);
             b.last = now;
             if b.tokens_ns >= PACKET_COST_NS {
@@ -106,13 +111,20 @@ impl RateLimiter {
                 return false;
             }
         }
-        self.buckets.insert(key, Bucket { tokens_ns: TOKEN_MAX_NS - PACKET_COST_NS, last: now });
+        self.buckets.insert(
+            key,
+            Bucket {
+                tokens_ns: TOKEN_MAX_NS - PACKET_COST_NS,
+                last: now,
+            },
+        );
         true
     }
 
     /// Forgets sources idle for a second: their buckets would be full anyway.
     pub fn gc(&mut self, now: Instant) {
-        self.buckets.retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
     }
 
     pub fn tracked(&self) -> usize {
@@ -134,7 +146,10 @@ mod tests {
         let later = now + Duration::from_millis(50);
         assert!(rl.allow(later, ip));
         assert!(!rl.allow(later, ip));
-        assert!(rl.allow(now, "198.51.100.8".parse().unwrap()), "other sources unaffected");
+        assert!(
+            rl.allow(now, "198.51.100.8".parse().unwrap()),
+            "other sources unaffected"
+        );
         rl.gc(now + Duration::from_secs(2));
         assert_eq!(rl.tracked(), 0);
     }

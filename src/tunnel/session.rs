@@ -85,7 +85,8 @@ impl Keypair {
 
     /// Whether the next send should also start a new handshake.
     pub fn wants_rekey_on_send(&self, now: Instant) -> bool {
-        self.send_counter >= REKEY_AFTER_MESSAGES || (self.we_initiated && self.age(now) >= REKEY_AFTER_TIME)
+        self.send_counter >= REKEY_AFTER_MESSAGES
+            || (self.we_initiated && self.age(now) >= REKEY_AFTER_TIME)
     }
 
     pub fn messages_sent(&self) -> u64 {
@@ -106,7 +107,10 @@ impl Keypair {
         let (body, tag_out) = rest.split_at_mut(padded);
         body.get_mut(len..)?.fill(0);
         let counter = self.send_counter;
-        let tag = self.send.seal_in_place_separate_tag(nonce(counter), Aad::empty(), body).ok()?;
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(nonce(counter), Aad::empty(), body)
+            .ok()?;
         tag_out.copy_from_slice(tag.as_ref());
         write_data_header(header, self.remote_index, counter);
         self.send_counter += 1;
@@ -116,7 +120,12 @@ impl Keypair {
     /// Opens a data message's sealed part in place: checks the counter against
     /// the replay window, verifies and decrypts, then records the counter.
     /// Returns the padded plaintext length (at the start of `sealed`).
-    pub fn open(&mut self, counter: u64, sealed: &mut [u8], now: Instant) -> Result<usize, OpenError> {
+    pub fn open(
+        &mut self,
+        counter: u64,
+        sealed: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, OpenError> {
         if !self.can_receive(now) {
             return Err(OpenError::Expired);
         }
@@ -148,7 +157,10 @@ mod tests {
     fn pair(now: Instant) -> (Keypair, Keypair) {
         let a = Zeroizing::new([1u8; 32]);
         let b = Zeroizing::new([2u8; 32]);
-        (Keypair::new(&a, &b, 10, 20, now, true).unwrap(), Keypair::new(&b, &a, 20, 10, now, false).unwrap())
+        (
+            Keypair::new(&a, &b, 10, 20, now, true).unwrap(),
+            Keypair::new(&b, &a, 20, 10, now, false).unwrap(),
+        )
     }
 
     #[test]
@@ -192,7 +204,10 @@ mod tests {
         assert_eq!(b.open(0, &mut buf[16..n], later), Err(OpenError::Expired));
         assert!(!a.wants_rekey_on_send(now));
         assert!(a.wants_rekey_on_send(now + REKEY_AFTER_TIME));
-        assert!(!b.wants_rekey_on_send(now + REKEY_AFTER_TIME), "only the initiator rekeys on time");
+        assert!(
+            !b.wants_rekey_on_send(now + REKEY_AFTER_TIME),
+            "only the initiator rekeys on time"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
 /// Retransmissions that fit in REKEY_ATTEMPT_TIME.
-pub const MAX_HANDSHAKE_ATTEMPTS: u32 = (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
+pub const MAX_HANDSHAKE_ATTEMPTS: u32 =
+    (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
 /// Upper bound of the random delay added to each retransmission, so peers
 /// that lost packets together do not retry in lockstep.
 pub const REKEY_TIMEOUT_JITTER_MAX_MS: u32 = 334;
@@ -40,7 +41,10 @@ pub struct Timers {
 
 impl Timers {
     pub fn with_persistent_keepalive(interval: Option<Duration>) -> Self {
-        Timers { persistent_interval: interval, ..Timers::default() }
+        Timers {
+            persistent_interval: interval,
+            ..Timers::default()
+        }
     }
 
     pub fn handshake_initiated(&mut self, now: Instant, jitter: Duration) {
@@ -64,7 +68,8 @@ impl Timers {
 
     /// A data packet (not a keepalive) was sent: expect an answer soon, or rekey.
     pub fn data_sent(&mut self, now: Instant) {
-        self.new_handshake.get_or_insert(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+        self.new_handshake
+            .get_or_insert(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
     }
 
     /// A data packet (not a keepalive) arrived: answer within KEEPALIVE_TIMEOUT.
@@ -87,7 +92,10 @@ impl Timers {
     }
 
     pub fn keys_zeroed(&mut self) {
-        *self = Timers { persistent_interval: self.persistent_interval, ..Timers::default() };
+        *self = Timers {
+            persistent_interval: self.persistent_interval,
+            ..Timers::default()
+        };
     }
 
     /// Which deadlines have passed; each fires once.
@@ -135,7 +143,11 @@ mod tests {
         let mut t = Timers::default();
         t.data_sent(now);
         t.data_sent(now + Duration::from_secs(3));
-        assert_eq!(t.next_deadline(), Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT), "not pushed back");
+        assert_eq!(
+            t.next_deadline(),
+            Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT),
+            "not pushed back"
+        );
         assert!(!t.due(now + Duration::from_secs(14)).new_handshake);
         assert!(t.due(now + Duration::from_secs(15)).new_handshake);
         assert!(!t.due(now + Duration::from_secs(16)).new_handshake);

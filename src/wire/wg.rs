@@ -147,7 +147,9 @@ impl<'a> Initiation<'a> {
 
 impl fmt::Debug for Initiation<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Initiation").field("sender", &self.sender()).finish_non_exhaustive()
+        f.debug_struct("Initiation")
+            .field("sender", &self.sender())
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +210,9 @@ impl CookieReply<'_> {
 
 impl fmt::Debug for CookieReply<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CookieReply").field("receiver", &self.receiver()).finish_non_exhaustive()
+        f.debug_struct("CookieReply")
+            .field("receiver", &self.receiver())
+            .finish_non_exhaustive()
     }
 }
 
@@ -264,7 +268,11 @@ pub const fn mac1_offset(len: usize) -> Option<usize> {
 
 /// Writes an initiation header and noise part; the MACs are filled in later
 /// by the cookie code, which needs the finished prefix.
-pub fn write_initiation(out: &mut [u8; INITIATION_LEN], sender: u32, noise: &[u8; INITIATION_NOISE_LEN]) {
+pub fn write_initiation(
+    out: &mut [u8; INITIATION_LEN],
+    sender: u32,
+    noise: &[u8; INITIATION_NOISE_LEN],
+) {
     out.fill(0);
     out[0] = MSG_INITIATION;
     out[4..8].copy_from_slice(&sender.to_le_bytes());
@@ -272,7 +280,12 @@ pub fn write_initiation(out: &mut [u8; INITIATION_LEN], sender: u32, noise: &[u8
 }
 
 /// Writes a response header and noise part; MACs are filled in later.
-pub fn write_response(out: &mut [u8; RESPONSE_LEN], sender: u32, receiver: u32, noise: &[u8; RESPONSE_NOISE_LEN]) {
+pub fn write_response(
+    out: &mut [u8; RESPONSE_LEN],
+    sender: u32,
+    receiver: u32,
+    noise: &[u8; RESPONSE_NOISE_LEN],
+) {
     out.fill(0);
     out[0] = MSG_RESPONSE;
     out[4..8].copy_from_slice(&sender.to_le_bytes());
@@ -339,7 +352,10 @@ mod tests {
         write_data_header((&mut data[..16]).try_into().unwrap(), 9, 1 << 40);
         match parse(&data).unwrap() {
             Message::Data(d) => {
-                assert_eq!((d.receiver(), d.counter(), d.sealed().len()), (9, 1 << 40, 32))
+                assert_eq!(
+                    (d.receiver(), d.counter(), d.sealed().len()),
+                    (9, 1 << 40, 32)
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -354,7 +370,10 @@ mod tests {
         let mut init = [0u8; INITIATION_LEN + 1];
         init[0] = 1;
         assert_eq!(parse(&init).unwrap_err(), WireError::WrongLength);
-        assert_eq!(parse(&init[..INITIATION_LEN - 1]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            parse(&init[..INITIATION_LEN - 1]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut data = [0u8; DATA_MIN_LEN - 1];
         data[0] = 4;
         assert_eq!(parse(&data).unwrap_err(), WireError::Truncated);

@@ -50,12 +50,24 @@ impl UmbraSide {
         seed: u64,
     ) -> Self {
         let now = Instant::now();
-        let mut dev = Device::new(private, config, Box::new(SeededEntropy::new(seed)), now, SystemTime::now());
+        let mut dev = Device::new(
+            private,
+            config,
+            Box::new(SeededEntropy::new(seed)),
+            now,
+            SystemTime::now(),
+        );
         let mut pc = PeerConfig::new(peer_key);
         pc.preshared_key = psk.map(PresharedKey::from_bytes).unwrap_or_default();
         pc.endpoint = peer_addr;
         let peer = dev.upsert_peer(pc);
-        UmbraSide { dev, peer, now, addr, drops: Vec::new() }
+        UmbraSide {
+            dev,
+            peer,
+            now,
+            addr,
+            drops: Vec::new(),
+        }
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -81,7 +93,10 @@ impl Side for UmbraSide {
         let mut buf = vec![0u8; MTU_BUF];
         buf[16..16 + packet.len()].copy_from_slice(packet);
         let mut out = Vec::new();
-        match self.dev.encapsulate(self.now, self.peer, &mut buf, packet.len()) {
+        match self
+            .dev
+            .encapsulate(self.now, self.peer, &mut buf, packet.len())
+        {
             Ok(Sent::Now(t)) => out.push(buf[..t.len].to_vec()),
             Ok(Sent::Queued) => {}
             Err(e) => panic!("encapsulate: {e:?}"),
@@ -129,8 +144,19 @@ impl BoringSide {
         let secret = boringtun::x25519::StaticSecret::from(*private.as_bytes());
         let public = boringtun::x25519::PublicKey::from(&secret);
         let limiter = rate_limit.map(|l| Arc::new(RateLimiter::new(&public, l)));
-        let tunn = Tunn::new(secret, boringtun::x25519::PublicKey::from(peer_key.0), psk, None, 7, limiter);
-        BoringSide { tunn, addr, errors: Vec::new() }
+        let tunn = Tunn::new(
+            secret,
+            boringtun::x25519::PublicKey::from(peer_key.0),
+            psk,
+            None,
+            7,
+            limiter,
+        );
+        BoringSide {
+            tunn,
+            addr,
+            errors: Vec::new(),
+        }
     }
 
     /// Starts a handshake now, even if one is in flight.
@@ -193,7 +219,12 @@ impl Side for BoringSide {
 
 /// Delivers datagrams back and forth until both sides are quiet. Returns the
 /// packets each side delivered to its tunnel: (at a, at b).
-pub fn pump(a: &mut dyn Side, b: &mut dyn Side, from_a: Vec<Vec<u8>>, from_b: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+pub fn pump(
+    a: &mut dyn Side,
+    b: &mut dyn Side,
+    from_a: Vec<Vec<u8>>,
+    from_b: Vec<Vec<u8>>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let (mut to_b, mut to_a) = (from_a, from_b);
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     for _ in 0..100 {
