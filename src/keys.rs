@@ -81,10 +81,10 @@ impl PrivateKey {
     /// Reads a key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         check_private_file(path)?;
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))?,
-        );
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                KeyError::Io(format!("cannot read key file {}: {e}", path.display()))
+            })?);
         Self::from_base64(&text)
     }
 
@@ -164,10 +164,10 @@ impl PresharedKey {
     /// Reads a preshared key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         check_private_file(path)?;
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))?,
-        );
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                KeyError::Io(format!("cannot read key file {}: {e}", path.display()))
+            })?);
         Self::from_base64(&text)
     }
 
@@ -195,7 +195,10 @@ fn check_private_file(path: &Path) -> Result<(), KeyError> {
         .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path: path.display().to_string(), mode });
+        return Err(KeyError::Permissions {
+            path: path.display().to_string(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -205,7 +208,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn encode_key(key: &[u8; KEY_LEN]) -> String {
     let mut out = String::with_capacity(44);
     for chunk in key.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
         for (i, s) in sextets.iter().enumerate() {
@@ -283,8 +290,12 @@ mod tests {
     #[test]
     fn known_wireguard_key_pair() {
         // From the wg(8) style: a private key and the public key `wg pubkey` derives.
-        let private = PrivateKey::from_base64("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
-        assert_eq!(private.public_key().to_base64(), "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=");
+        let private =
+            PrivateKey::from_base64("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
+        assert_eq!(
+            private.public_key().to_base64(),
+            "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+        );
     }
 
     #[test]
@@ -293,7 +304,10 @@ mod tests {
         let shown = format!("{private:?}");
         assert!(!shown.contains(private.to_base64().as_str()));
         assert_eq!(shown, "PrivateKey(<redacted>)");
-        assert_eq!(format!("{:?}", PresharedKey::from_bytes([9; 32])), "PresharedKey(<redacted>)");
+        assert_eq!(
+            format!("{:?}", PresharedKey::from_bytes([9; 32])),
+            "PresharedKey(<redacted>)"
+        );
     }
 
     #[test]
@@ -302,7 +316,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("umbra-keytest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("k");
-        std::fs::write(&path, PrivateKey::from_bytes([3; 32]).to_base64().as_bytes()).unwrap();
+        std::fs::write(
+            &path,
+            PrivateKey::from_bytes([3; 32]).to_base64().as_bytes(),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = PrivateKey::load(&path).unwrap_err();
         assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }));

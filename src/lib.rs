@@ -7,3 +7,4 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod keys;
+pub mod policy;
