@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::eval::{evaluate, quarantine_of};
 use super::model::{Model, NodeId};
 use super::net::IpNet;
-use super::ports::{Flow, PortRange};
+use super::ports::{Flow, PortRange, ICMP, ICMP6};
 use super::Policy;
 
 /// One service port range at one destination network.
@@ -14,7 +14,8 @@ use super::Policy;
 struct CellKey {
     service: String,
     via: String,
-    net: IpNet,
+    /// `None`: the node's own tunnel addresses.
+    net: Option<IpNet>,
     /// `None`: any protocol.
     range: Option<PortRange>,
 }
@@ -38,6 +39,7 @@ fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
             let Some(via) = m.nodes.get(d.node.index()) else {
                 continue;
             };
+            let own = via.owns(d.net.addr()) && d.net == IpNet::host(d.net.addr());
             // Probe the first address of every destination network nested in
             // this one, so a deny on part of a network shows as partial.
             let mut addrs: BTreeSet<std::net::IpAddr> = BTreeSet::from([d.net.network().addr()]);
@@ -52,6 +54,11 @@ fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
                 ranges.push(None);
             }
             for range in ranges {
+                // ICMPv4 never reaches an IPv6 address, nor ICMPv6 an IPv4 one.
+                let v6 = !d.net.is_ipv4();
+                if range.is_some_and(|r| (r.proto == ICMP && v6) || (r.proto == ICMP6 && !v6)) {
+                    continue;
+                }
                 let flows: Vec<Flow> = match range {
                     None => vec![Flow { proto: 0, port: 0 }],
                     Some(r) => {
@@ -77,23 +84,22 @@ fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
                             .collect()
                     }
                 };
-                let probes = addrs
+                let probes: Vec<_> = addrs
                     .iter()
                     .flat_map(|a| flows.iter().map(move |f| (*a, *f)))
                     .collect();
+                let net = (!own).then_some(d.net);
                 let key = CellKey {
                     service: s.name.clone(),
                     via: via.name.clone(),
-                    net: d.net,
+                    net,
                     range,
                 };
-                out.insert(
-                    key,
-                    Cell {
-                        via: d.node,
-                        probes,
-                    },
-                );
+                let cell = out.entry(key).or_insert_with(|| Cell {
+                    via: d.node,
+                    probes: Vec::new(),
+                });
+                cell.probes.extend(probes);
             }
         }
     }
@@ -201,15 +207,15 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         .chain(new.nodes())
         .map(|n| n.name.as_str())
         .collect();
-    // (sign, service, cell, change) -> sources
-    let mut changes: BTreeMap<(char, String, String, String), Vec<&str>> = BTreeMap::new();
+    // (sign, service, ports, change, destination) -> sources
+    let mut changes: BTreeMap<(char, String, String, String, String), Vec<&str>> = BTreeMap::new();
     for src in &sources {
         let (so, sn) = (
             old.node_by_name(src).map(|n| n.id),
             new.node_by_name(src).map(|n| n.id),
         );
         for k in &keys {
-            if **src == k.via {
+            if **src == k.via && k.net.is_none() {
                 continue;
             }
             let before = reach(&old.model, so, old_cells.get(*k), now);
@@ -224,24 +230,41 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
                 Reach::Full => "full",
             };
             let what = k.range.map_or_else(|| "any".to_string(), |r| r.to_string());
-            let cell = format!("{what} at {} {}", k.via, k.net);
+            let dest = match k.net {
+                None => k.via.clone(),
+                Some(n) => format!("{n} via {}", k.via),
+            };
             let change = if before == Reach::None || after == Reach::None {
                 String::new()
             } else {
                 format!(" ({} -> {})", word(before), word(after))
             };
             changes
-                .entry((sign, k.service.clone(), cell, change))
+                .entry((sign, k.service.clone(), what, change, dest))
                 .or_default()
                 .push(src);
         }
     }
-    if changes.is_empty() {
+    // Destinations that changed for the same sources read as one line.
+    let mut grouped: BTreeMap<(char, String, String, String, Vec<&str>), Vec<String>> =
+        BTreeMap::new();
+    for ((sign, svc, what, change, dest), srcs) in changes {
+        grouped
+            .entry((sign, svc, what, change, srcs))
+            .or_default()
+            .push(dest);
+    }
+    if grouped.is_empty() {
         out.push_str("reachability: no changes\n");
     } else {
-        out.push_str("reachability (+ gained, - lost; service: port at node network: sources):\n");
-        for ((sign, svc, cell, change), srcs) in changes {
-            let _ = writeln!(out, "  {sign} {svc}: {cell}{change}: {}", srcs.join(", "));
+        out.push_str("reachability (+ gained, - lost):\n");
+        for ((sign, svc, what, change, srcs), dests) in grouped {
+            let _ = writeln!(
+                out,
+                "  {sign} {svc} {what}{change} to {} from {}",
+                dests.join(", "),
+                srcs.join(", ")
+            );
         }
     }
     out

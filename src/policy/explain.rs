@@ -131,6 +131,12 @@ fn trace(p: &Policy, out: &mut String, src: NodeId, via: NodeId, ip: IpAddr, f: 
             "denies (another deny decides)".into()
         } else if v.allowed() {
             "allows (another allow decides)".into()
+        } else if v
+            .rule
+            .and_then(|q| p.rule(q))
+            .is_some_and(|q| q.kind == RuleKind::Quarantine)
+        {
+            "allows, but overridden: quarantine beats everything".into()
         } else {
             "allows, but overridden: deny beats allow".into()
         };

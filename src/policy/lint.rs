@@ -103,14 +103,14 @@ fn overlapping(m: &Model, out: &mut Vec<Diagnostic>) {
         for (b, bi) in &nets {
             if a.prefix() < b.prefix() && a.contains_net(b) {
                 let (na, nb) = (m.nodes.get(**ai), m.nodes.get(**bi));
-                let line = nb.map_or(0, |n| n.line);
+                let line = na.map_or(0, |n| n.line);
                 out.push(Diagnostic::warning(
                     "overlapping-address",
                     Span { line, col: 1, len: 4 },
                     format!(
-                        "tunnel network {b} of node `{}` overlaps tunnel network {a} of node `{}`; expected one prefix length per tunnel network",
-                        nb.map_or("?", |n| n.name.as_str()),
+                        "tunnel network {a} of node `{}` contains tunnel network {b} of node `{}`; expected one prefix length per tunnel network",
                         na.map_or("?", |n| n.name.as_str()),
+                        nb.map_or("?", |n| n.name.as_str()),
                     ),
                 ));
             }
