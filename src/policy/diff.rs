@@ -20,6 +20,9 @@ struct CellKey {
     range: Option<PortRange>,
 }
 
+/// Gained or lost (`+`/`-`), service, ports, and how reach changed.
+type Change = (char, String, String, String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Reach {
     None,
@@ -246,8 +249,7 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         }
     }
     // Destinations that changed for the same sources read as one line.
-    let mut grouped: BTreeMap<(char, String, String, String, Vec<&str>), Vec<String>> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<(Change, Vec<&str>), Vec<String>> = BTreeMap::new();
     for ((sign, svc, what, change, dest), srcs) in changes {
         grouped
             .entry((sign, svc, what, change, srcs))
@@ -258,7 +260,7 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         out.push_str("reachability: no changes\n");
     } else {
         out.push_str("reachability (+ gained, - lost):\n");
-        for ((sign, svc, what, change, srcs), dests) in grouped {
+        for (((sign, svc, what, change), srcs), dests) in grouped {
             let _ = writeln!(
                 out,
                 "  {sign} {svc} {what}{change} to {} from {}",
