@@ -252,7 +252,7 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
     let mut grouped: BTreeMap<(Change, Vec<&str>), Vec<String>> = BTreeMap::new();
     for ((sign, svc, what, change, dest), srcs) in changes {
         grouped
-            .entry((sign, svc, what, change, srcs))
+            .entry(((sign, svc, what, change), srcs))
             .or_default()
             .push(dest);
     }
