@@ -94,7 +94,10 @@ fn overlapping(m: &Model, out: &mut Vec<Diagnostic>) {
                     format!("tunnel address {} of node `{}` lies in {s}, which node `{gw}` serves; routing is ambiguous", a.addr(), n.name),
                 ));
             }
-            networks.entry(a.network()).or_insert(i);
+            // A host route (/32, /128) names one address, not a network.
+            if a.prefix() < IpNet::host(a.addr()).prefix() {
+                networks.entry(a.network()).or_insert(i);
+            }
         }
     }
     let mut nets: Vec<(&IpNet, &usize)> = networks.iter().collect();

@@ -750,10 +750,14 @@ pub fn split_target(w: &str, span: Span) -> PResult<(EndRef, Option<Flow>)> {
             },
         };
     }
+    let prefixed = |t: &str| ["node:", "role:", "key:"].iter().any(|p| t.starts_with(p));
     match w.rsplit_once(':') {
-        Some((t, f)) if t != "key" && f.contains('/') => {
-            let prefixed = ["node:", "role:", "key:"].iter().any(|p| t.starts_with(p));
-            if t.contains(':') && !prefixed {
+        // `b:80` is a flow missing its protocol; `fd00::1` is an address.
+        Some((t, f))
+            if !["key", "node", "role"].contains(&t)
+                && (f.contains('/') || !t.contains(':') || prefixed(t)) =>
+        {
+            if t.contains(':') && !prefixed(t) {
                 return Err(syntax(
                     span,
                     format!(
