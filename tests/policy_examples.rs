@@ -31,7 +31,12 @@ fn every_example_file_is_covered() {
     names.sort();
     assert_eq!(
         names,
-        ["docker-host.policy", "kubernetes-ingress.policy", "lint-showcase.policy", "three-tier.policy"]
+        [
+            "docker-host.policy",
+            "kubernetes-ingress.policy",
+            "lint-showcase.policy",
+            "three-tier.policy"
+        ]
     );
 }
 
@@ -43,7 +48,11 @@ fn kubernetes_ingress() {
     // alice's only peers are the two ingress gateways.
     let alice = p.node_by_name("alice").unwrap();
     let t = p.compile_for(alice.id, SystemTime::now());
-    let peers: Vec<&str> = t.peers().iter().map(|id| p.node(*id).unwrap().name.as_str()).collect();
+    let peers: Vec<&str> = t
+        .peers()
+        .iter()
+        .map(|id| p.node(*id).unwrap().name.as_str())
+        .collect();
     assert_eq!(peers, ["ingress-a", "ingress-b"]);
     let bob = p.node_by_name("bob").unwrap();
     assert!(!t.is_peer(bob.id));
@@ -73,10 +82,16 @@ fn docker_host() {
 #[test]
 fn lint_showcase_triggers_every_lint() {
     let (path, text) = example("lint-showcase.policy");
-    assert!(Policy::parse(&text, &path).is_err(), "the showcase has errors too");
+    assert!(
+        Policy::parse(&text, &path).is_err(),
+        "the showcase has errors too"
+    );
     let report = Policy::check(&text, &path, SystemTime::now());
-    let got: Vec<(u32, Severity, &str)> =
-        report.diagnostics.iter().map(|d| (d.span.line, d.severity, d.code)).collect();
+    let got: Vec<(u32, Severity, &str)> = report
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.line, d.severity, d.code))
+        .collect();
     use Severity::{Error, Warning};
     let want = [
         (5, Warning, "overlapping-address"),
@@ -97,11 +112,28 @@ fn lint_showcase_triggers_every_lint() {
     assert_eq!(got, want);
     // Each line's trailing comment names the lint it triggers.
     for d in &report.diagnostics {
-        assert!(d.source_line.contains(d.code), "line {} should mention {}: {}", d.span.line, d.code, d.source_line);
+        assert!(
+            d.source_line.contains(d.code),
+            "line {} should mention {}: {}",
+            d.span.line,
+            d.code,
+            d.source_line
+        );
     }
-    let shadow = report.diagnostics.iter().find(|d| d.code == "shadowed-rule").unwrap();
-    assert_eq!(shadow.message, "rule app-db never allows anything: deny rules cover every flow it allows");
-    let expired = report.diagnostics.iter().find(|d| d.code == "expired-rule").unwrap();
+    let shadow = report
+        .diagnostics
+        .iter()
+        .find(|d| d.code == "shadowed-rule")
+        .unwrap();
+    assert_eq!(
+        shadow.message,
+        "rule app-db never allows anything: deny rules cover every flow it allows"
+    );
+    let expired = report
+        .diagnostics
+        .iter()
+        .find(|d| d.code == "expired-rule")
+        .unwrap();
     assert_eq!(expired.span.col, 36);
     assert!(expired.message.contains("2020-01-01T00:00:00Z"));
 }

@@ -12,7 +12,10 @@ fn key(i: u8) -> String {
 
 fn errors(text: &str) -> Vec<(u32, u32, &'static str, String)> {
     let err = Policy::parse(text, "t.policy").expect_err("should not parse");
-    err.diagnostics.iter().map(|d| (d.span.line, d.span.col, d.code, d.message.clone())).collect()
+    err.diagnostics
+        .iter()
+        .map(|d| (d.span.line, d.span.col, d.code, d.message.clone()))
+        .collect()
 }
 
 #[test]
@@ -41,12 +44,26 @@ fn syntax_errors_point_at_the_offending_token_and_say_what_was_expected() {
         (8, 13, "syntax"),
         (9, 16, "syntax"),
     ];
-    let positions: Vec<(u32, u32, &str)> = got.iter().map(|(l, c, code, _)| (*l, *c, *code)).collect();
+    let positions: Vec<(u32, u32, &str)> =
+        got.iter().map(|(l, c, code, _)| (*l, *c, *code)).collect();
     assert_eq!(positions, want, "{got:#?}");
-    assert!(got[0].3.contains("expected an IPv4 or IPv6 address"), "{}", got[0].3);
-    assert_eq!(got[1].3, "expected a port number from 0 to 65535, found `99999`");
+    assert!(
+        got[0].3.contains("expected an IPv4 or IPv6 address"),
+        "{}",
+        got[0].3
+    );
+    assert_eq!(
+        got[1].3,
+        "expected a port number from 0 to 65535, found `99999`"
+    );
     assert_eq!(got[2].3, "expected `->`, found `web`");
-    assert!(got[3].3.starts_with("expected a statement (node, role, service"), "{}", got[3].3);
+    assert!(
+        got[3]
+            .3
+            .starts_with("expected a statement (node, role, service"),
+        "{}",
+        got[3].3
+    );
     assert!(got[4].3.contains("RFC 3339"));
     assert!(got[5].3.contains("expected PORT/PROTO"), "{}", got[5].3);
     assert_eq!(got[6].3, "`reject` only applies to deny rules");
@@ -82,15 +99,30 @@ fn resolution_errors_are_all_reported() {
     let brief: Vec<(u32, u32, &str)> = got.iter().map(|(l, c, code, _)| (*l, *c, *code)).collect();
     assert_eq!(
         brief,
-        [(3, 11, "unknown-name"), (4, 11, "unknown-name"), (5, 16, "unknown-name"), (5, 29, "unknown-name"), (6, 13, "unknown-name")]
+        [
+            (3, 11, "unknown-name"),
+            (4, 11, "unknown-name"),
+            (5, 16, "unknown-name"),
+            (5, 29, "unknown-name"),
+            (6, 13, "unknown-name")
+        ]
     );
-    assert_eq!(got[0].3, "no role named `wbe`; expected a defined role (known: web)");
-    assert_eq!(got[3].3, "no service named `nosuch`; expected a defined service (known: s, t)");
+    assert_eq!(
+        got[0].3,
+        "no role named `wbe`; expected a defined role (known: web)"
+    );
+    assert_eq!(
+        got[3].3,
+        "no service named `nosuch`; expected a defined service (known: s, t)"
+    );
 }
 
 #[test]
 fn content_hash_ignores_comments_and_spacing_but_not_meaning() {
-    let base = format!("node a key {} addr 10.0.0.1/24 roles web\nservice s role:web tcp/80\nallow * -> s\n", key(1));
+    let base = format!(
+        "node a key {} addr 10.0.0.1/24 roles web\nservice s role:web tcp/80\nallow * -> s\n",
+        key(1)
+    );
     let id = Policy::parse(&base, "a").unwrap().id();
     let spaced = format!("# hello\n\nnode   a key {}   addr 10.0.0.1/24 roles web # x\nservice s role:web tcp/80\nallow * ->s\n", key(1));
     assert_eq!(Policy::parse(&spaced, "b").unwrap().id(), id);
@@ -119,15 +151,30 @@ fn the_model_the_daemon_reads() {
     assert_eq!(p.node_by_key(&PublicKey([1; 32])).unwrap().name, "gw");
     assert_eq!(p.find_node("10.0.0.2").unwrap().name, "laptop");
     assert_eq!(p.find_node(&key(2)).unwrap().name, "laptop");
-    assert_eq!(gw.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.1/24", "fd00::1/64"]);
-    assert_eq!(gw.endpoint.as_ref().unwrap().to_string(), "[2001:db8::1]:51820");
+    assert_eq!(
+        gw.addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.0.1/24", "fd00::1/64"]
+    );
+    assert_eq!(
+        gw.endpoint.as_ref().unwrap().to_string(),
+        "[2001:db8::1]:51820"
+    );
     assert_eq!(gw.roles, ["edge", "web"]);
     assert_eq!(gw.serves[0].to_string(), "192.168.0.0/16");
     assert_eq!(gw.keepalive, Some(25));
-    assert_eq!(gw.psk_file.as_deref(), Some(std::path::Path::new("/etc/umbra/gw.psk")));
+    assert_eq!(
+        gw.psk_file.as_deref(),
+        Some(std::path::Path::new("/etc/umbra/gw.psk"))
+    );
     let laptop = p.node_by_name("laptop").unwrap();
     assert_eq!(laptop.addresses[0].prefix(), 32);
-    assert_eq!(laptop.endpoint.as_ref().unwrap().to_string(), "laptop.lan:4000");
+    assert_eq!(
+        laptop.endpoint.as_ref().unwrap().to_string(),
+        "laptop.lan:4000"
+    );
     let lan = &p.services()[0];
     assert_eq!(lan.ports.to_string(), "tcp/22,tcp/80-90,udp/53,icmp/8,gre");
     assert_eq!(lan.dests.len(), 1);
@@ -135,7 +182,11 @@ fn the_model_the_daemon_reads() {
     assert_eq!(p.rules()[1].label, "r2");
     // A quarantined key that no node has is only a warning.
     // (A host-only address like laptop's /32 is no overlapping network.)
-    let lints: Vec<_> = p.lint(SystemTime::now()).into_iter().map(|d| (d.code, d.severity, d.span.line)).collect();
+    let lints: Vec<_> = p
+        .lint(SystemTime::now())
+        .into_iter()
+        .map(|d| (d.code, d.severity, d.span.line))
+        .collect();
     assert_eq!(
         lints,
         [
@@ -156,13 +207,21 @@ fn failing_expectations_refuse_the_load() {
         key(2)
     );
     let err = Policy::load(&text, "e.policy", SystemTime::now()).unwrap_err();
-    let lines: Vec<(u32, &str)> = err.diagnostics.iter().map(|d| (d.span.line, d.code)).collect();
+    let lines: Vec<(u32, &str)> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.line, d.code))
+        .collect();
     assert_eq!(lines, [(6, "expect-failed"), (7, "expect-failed")]);
     assert_eq!(
         err.diagnostics[0].message,
         "expectation failed: b -> 10.0.0.1 (via a) 80/tcp is drop (no rule allows it), expected allow"
     );
-    assert!(err.diagnostics[1].message.contains("is allow by r1"), "{}", err.diagnostics[1].message);
+    assert!(
+        err.diagnostics[1].message.contains("is allow by r1"),
+        "{}",
+        err.diagnostics[1].message
+    );
 }
 
 #[test]
@@ -188,7 +247,10 @@ fn hostile_inputs_are_errors_not_panics() {
         "service s 10.0.0.1/24 tcp/1",
     ];
     for text in nasty {
-        assert!(Policy::parse(text, "n").is_err(), "{text:?} should be rejected");
+        assert!(
+            Policy::parse(text, "n").is_err(),
+            "{text:?} should be rejected"
+        );
     }
     let long = "a".repeat(100_000);
     assert!(Policy::parse(&long, "n").is_err());

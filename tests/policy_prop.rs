@@ -18,8 +18,20 @@ struct Spec {
     rules: Vec<(usize, Vec<usize>, Vec<usize>, Vec<usize>, usize, bool)>,
 }
 
-const PORTS: &[&str] =
-    &["tcp/80", "tcp/443,8443", "tcp/1000-2000", "udp/53", "udp/1500-1600", "icmp/8", "icmp", "icmp6/128", "proto/47", "any", "ping", "tcp"];
+const PORTS: &[&str] = &[
+    "tcp/80",
+    "tcp/443,8443",
+    "tcp/1000-2000",
+    "udp/53",
+    "udp/1500-1600",
+    "icmp/8",
+    "icmp",
+    "icmp6/128",
+    "proto/47",
+    "any",
+    "ping",
+    "tcp",
+];
 
 fn subject(i: usize, n_nodes: usize) -> String {
     match i % 4 {
@@ -79,7 +91,16 @@ fn render(spec: &Spec) -> String {
             t.push_str(&format!("quarantine node:n{}{until}\n", from.len() % n));
             continue;
         }
-        let word = ["allow", "allow", "allow", "deny", "deny", "audit allow", "audit deny", "allow"][kind % 8];
+        let word = [
+            "allow",
+            "allow",
+            "allow",
+            "deny",
+            "deny",
+            "audit allow",
+            "audit deny",
+            "allow",
+        ][kind % 8];
         let mut to: Vec<String> = to.iter().map(|s| format!("s{}", s % ns)).collect();
         if kind % 8 == 7 {
             to.push("*".into());
@@ -100,8 +121,15 @@ fn render(spec: &Spec) -> String {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    let node = (prop::collection::vec(0usize..3, 0..3), prop::option::of(0usize..3), any::<bool>());
-    let service = (prop::collection::vec(0usize..7, 1..3), prop::collection::vec(0usize..12, 1..3));
+    let node = (
+        prop::collection::vec(0usize..3, 0..3),
+        prop::option::of(0usize..3),
+        any::<bool>(),
+    );
+    let service = (
+        prop::collection::vec(0usize..7, 1..3),
+        prop::collection::vec(0usize..12, 1..3),
+    );
     let rule = (
         0usize..9,
         prop::collection::vec(0usize..8, 1..3),
@@ -120,7 +148,11 @@ fn spec() -> impl Strategy<Value = Spec> {
             if let Some(first) = nodes.first_mut() {
                 first.1 = Some(0);
             }
-            Spec { nodes, services, rules }
+            Spec {
+                nodes,
+                services,
+                rules,
+            }
         })
 }
 
@@ -143,8 +175,28 @@ fn destinations(p: &Policy, via: NodeId) -> Vec<IpAddr> {
 }
 
 const FLOWS: &[(u8, u16)] = &[
-    (6, 0), (6, 80), (6, 81), (6, 443), (6, 999), (6, 1000), (6, 1500), (6, 2000), (6, 2001), (6, 8443),
-    (17, 53), (17, 54), (17, 1550), (1, 8), (1, 0), (1, 300), (58, 128), (58, 8), (47, 0), (47, 9), (99, 0), (132, 80),
+    (6, 0),
+    (6, 80),
+    (6, 81),
+    (6, 443),
+    (6, 999),
+    (6, 1000),
+    (6, 1500),
+    (6, 2000),
+    (6, 2001),
+    (6, 8443),
+    (17, 53),
+    (17, 54),
+    (17, 1550),
+    (1, 8),
+    (1, 0),
+    (1, 300),
+    (58, 128),
+    (58, 8),
+    (47, 0),
+    (47, 9),
+    (99, 0),
+    (132, 80),
 ];
 
 proptest! {
@@ -232,7 +284,8 @@ fn random_policies_exercise_every_verdict_kind() {
     use umbra::policy::{Action, RuleKind};
     let mut runner = TestRunner::deterministic();
     let now = UNIX_EPOCH + Duration::from_secs(NOW);
-    let (mut allow, mut drop_rule, mut reject, mut default, mut quarantine, mut audit) = (0, 0, 0, 0, 0, 0);
+    let (mut allow, mut drop_rule, mut reject, mut default, mut quarantine, mut audit) =
+        (0, 0, 0, 0, 0, 0);
     for _ in 0..150 {
         let spec = spec().new_tree(&mut runner).unwrap().current();
         let p = Policy::parse(&render(&spec), "r.policy").unwrap();
@@ -254,7 +307,14 @@ fn random_policies_exercise_every_verdict_kind() {
             }
         }
     }
-    for (what, n) in [("allow", allow), ("deny", drop_rule), ("reject", reject), ("default", default), ("quarantine", quarantine), ("audit", audit)] {
+    for (what, n) in [
+        ("allow", allow),
+        ("deny", drop_rule),
+        ("reject", reject),
+        ("default", default),
+        ("quarantine", quarantine),
+        ("audit", audit),
+    ] {
         assert!(n > 100, "{what}: only {n} verdicts");
     }
 }

@@ -34,6 +34,8 @@ struct ProtoEntry {
 pub struct Allowed {
     /// `None`: every protocol not listed on its own.
     pub proto: Option<u8>,
+    /// With `proto: None`: whether some protocols are listed on their own.
+    pub others: bool,
     pub lo: u16,
     pub hi: u16,
     pub verdict: Verdict,
@@ -254,8 +256,10 @@ impl NodeTable {
             .copied()
             .unwrap_or(Verdict::DEFAULT_DENY);
         if other.allowed() {
+            let others = t.protos.0 != t.protos.1;
             out.push(Allowed {
                 proto: None,
+                others,
                 lo: 0,
                 hi: u16::MAX,
                 verdict: other,
@@ -282,6 +286,7 @@ impl NodeTable {
                 if let Some(v) = v.filter(Verdict::allowed) {
                     out.push(Allowed {
                         proto: Some(e.proto),
+                        others: false,
                         lo: start,
                         hi: end,
                         verdict: v,

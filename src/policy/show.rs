@@ -28,7 +28,8 @@ fn names(p: &Policy, ids: &[NodeId]) -> String {
 
 fn allowed_text(p: &Policy, a: &Allowed) -> String {
     let what = match a.proto {
-        None => "any other protocol".to_string(),
+        None if a.others => "any other protocol".to_string(),
+        None => "any protocol".to_string(),
         Some(proto) => PortRange {
             proto,
             lo: a.lo,
@@ -83,7 +84,12 @@ pub fn show(p: &Policy, node: NodeId, now: SystemTime) -> String {
     if ingress.is_empty() {
         out.push_str("  nothing\n");
     }
-    for (members, segs) in ingress {
+    for (mut members, segs) in ingress {
+        // Traffic to itself never crosses the tunnel.
+        members.retain(|m| *m != node);
+        if members.is_empty() {
+            continue;
+        }
         let _ = writeln!(out, "  from {}:", names(p, &members));
         for (net, allowed) in segs {
             let list: Vec<String> = allowed.iter().map(|a| allowed_text(p, a)).collect();
