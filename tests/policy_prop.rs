@@ -11,11 +11,14 @@ use umbra::policy::{Flow, NodeId, Policy};
 
 const NOW: u64 = 1_800_000_000;
 
+/// Kind, sources, services, exceptions, expiry choice, reject.
+type RuleSpec = (usize, Vec<usize>, Vec<usize>, Vec<usize>, usize, bool);
+
 #[derive(Debug, Clone)]
 struct Spec {
     nodes: Vec<(Vec<usize>, Option<usize>, bool)>,
     services: Vec<(Vec<usize>, Vec<usize>)>,
-    rules: Vec<(usize, Vec<usize>, Vec<usize>, Vec<usize>, usize, bool)>,
+    rules: Vec<RuleSpec>,
 }
 
 const PORTS: &[&str] = &[
