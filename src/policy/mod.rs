@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod atoms;
 pub mod cli;
 pub mod compile;
 pub mod diag;
@@ -34,8 +35,10 @@ pub mod lint;
 pub mod model;
 pub mod net;
 pub mod ports;
+mod resolve;
 pub mod show;
 pub mod syntax;
+pub mod table;
 pub mod time;
 
 use std::fmt;

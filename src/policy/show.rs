@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::compile::Allowed;
 use super::model::NodeId;
 use super::ports::PortRange;
+use super::table::Allowed;
 use super::time::{format_rfc3339, unix_secs};
 use super::Policy;
 
