@@ -10,5 +10,6 @@
 pub mod conntrack;
 pub mod io;
 pub mod keys;
+pub mod policy;
 pub mod tunnel;
 pub mod wire;

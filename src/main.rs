@@ -19,6 +19,7 @@ struct Cli {
 enum Command {
     GenKey(GenKey),
     PubKey(PubKey),
+    Policy(umbra::policy::cli::PolicyCmd),
 }
 
 /// Print a new private key (base64, as `wg genkey` does).
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::GenKey(_) => genkey(),
         Command::PubKey(_) => pubkey(),
+        Command::Policy(cmd) => return umbra::policy::cli::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
