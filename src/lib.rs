@@ -10,6 +10,7 @@
 pub mod conntrack;
 pub mod io;
 pub mod keys;
+pub mod log;
 pub mod node;
 pub mod policy;
 pub mod tunnel;

@@ -103,7 +103,13 @@ impl Mesh {
             })
             .collect();
         let n = nodes.len();
-        Mesh { nodes, now, delivered: vec![Vec::new(); n], arrived: vec![0; n], stray: Vec::new() }
+        Mesh {
+            nodes,
+            now,
+            delivered: vec![Vec::new(); n],
+            arrived: vec![0; n],
+            stray: Vec::new(),
+        }
     }
 
     fn index_of(addr: SocketAddr) -> Option<usize> {
@@ -185,7 +191,15 @@ fn allowed_flow_and_its_return_traffic_pass() {
     let synack = tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b"");
     m.send(API, &synack).unwrap();
     assert_eq!(m.take(WEB), vec![synack]);
-    let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"GET / HTTP/1.1\r\n");
+    let data = tcp(
+        tun(0),
+        tun(1),
+        (40000, 8080),
+        ACK,
+        2,
+        8,
+        b"GET / HTTP/1.1\r\n",
+    );
     m.send(WEB, &data).unwrap();
     assert_eq!(m.take(API), vec![data]);
     // A new connection from api to web is refused at api before sending.
@@ -217,7 +231,10 @@ fn reject_rule_answers_locally_and_sends_nothing() {
     let rst = umbra::wire::classify(&replies[0]).unwrap();
     assert_eq!((rst.src, rst.dst), (IpAddr::V4(tun(2)), IpAddr::V4(tun(0))));
     assert_eq!(m.arrived[DB], 0, "db never saw a thing");
-    let denied = m.events(WEB).into_iter().any(|e| matches!(e, Event::Denied { rejected: true, .. }));
+    let denied = m
+        .events(WEB)
+        .into_iter()
+        .any(|e| matches!(e, Event::Denied { rejected: true, .. }));
     assert!(denied);
 }
 
@@ -262,7 +279,10 @@ fn spoofed_inner_source_is_dropped() {
     let spoofed = tcp(tun(0), tun(2), (1234, 5432), SYN, 1, 0, b"");
     let mut buf = vec![0u8; BUF_LEN];
     buf[16..16 + spoofed.len()].copy_from_slice(&spoofed);
-    assert_eq!(evil.outbound(m.now, &mut buf, spoofed.len()), Outbound::Queued);
+    assert_eq!(
+        evil.outbound(m.now, &mut buf, spoofed.len()),
+        Outbound::Queued
+    );
     let t = evil.poll_transmit(m.now, &mut buf).unwrap();
     m.nodes[EVIL] = evil;
     m.run(vec![(underlay(3), t.endpoint, buf[..t.len].to_vec())]);
@@ -292,7 +312,15 @@ fn unknown_key_gets_no_answer_at_all() {
     )
     .unwrap();
     let mut buf = vec![0u8; BUF_LEN];
-    let p = tcp(Ipv4Addr::new(10, 9, 0, 99), tun(2), (1, 5432), SYN, 0, 0, b"");
+    let p = tcp(
+        Ipv4Addr::new(10, 9, 0, 99),
+        tun(2),
+        (1, 5432),
+        SYN,
+        0,
+        0,
+        b"",
+    );
     buf[16..16 + p.len()].copy_from_slice(&p);
     assert_eq!(s.outbound(m.now, &mut buf, p.len()), Outbound::Queued);
     let t = s.poll_transmit(m.now, &mut buf).unwrap();
@@ -300,7 +328,12 @@ fn unknown_key_gets_no_answer_at_all() {
     let mut d = buf[..t.len].to_vec();
     let mut reply = vec![0u8; BUF_LEN];
     assert_eq!(
-        m.nodes[DB].inbound(m.now, SocketAddr::from(([192, 0, 2, 99], 51820)), &mut d, &mut reply),
+        m.nodes[DB].inbound(
+            m.now,
+            SocketAddr::from(([192, 0, 2, 99], 51820)),
+            &mut d,
+            &mut reply
+        ),
         Inbound::Dropped(Drop::Tunnel(Dropped::UnknownPeer))
     );
     assert!(m.nodes[DB].poll_transmit(m.now, &mut buf).is_none());
@@ -320,7 +353,8 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
     let mut m = Mesh::new(&policy_text(""));
     let syn = tcp(tun(0), tun(1), (40000, 8080), SYN, 1, 0, b"");
     m.send(WEB, &syn).unwrap();
-    m.send(API, &tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b"")).unwrap();
+    m.send(API, &tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b""))
+        .unwrap();
     let ping = echo(tun(1), tun(2), true, 9, 1);
     m.send(API, &ping).unwrap();
     m.take(WEB);
@@ -331,7 +365,8 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
     let text = policy_text("").replace("allow role:web -> api-http as web-api\n", "");
     let new = load(&text);
     for n in &mut m.nodes {
-        n.reload(new.clone(), &mut Resolver, SystemTime::now()).unwrap();
+        n.reload(new.clone(), &mut Resolver, SystemTime::now())
+            .unwrap();
     }
     let applied = m
         .events(API)
@@ -343,7 +378,11 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
         .last();
     assert!(applied.is_some_and(|c| c >= 1), "{applied:?}");
     let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"more");
-    assert_eq!(m.send(WEB, &data), Err(Drop::Denied), "the open connection is cut");
+    assert_eq!(
+        m.send(WEB, &data),
+        Err(Drop::Denied),
+        "the open connection is cut"
+    );
     assert!(m.take(API).is_empty());
     // The unrelated api -> db flow still passes.
     let ping2 = echo(tun(1), tun(2), true, 9, 2);
@@ -358,19 +397,33 @@ fn quarantine_drops_sessions_at_once() {
     m.send(API, &ping).unwrap();
     assert_eq!(m.take(DB).len(), 1);
     let new = load(&policy_text("quarantine node:api as incident\n"));
-    m.nodes[DB].reload(new, &mut Resolver, SystemTime::now()).unwrap();
-    assert!(m.events(DB).contains(&Event::PeerRemoved { name: "api".into() }));
+    m.nodes[DB]
+        .reload(new, &mut Resolver, SystemTime::now())
+        .unwrap();
+    assert!(m
+        .events(DB)
+        .contains(&Event::PeerRemoved { name: "api".into() }));
     // api still has its old session: its packets now die at db.
     m.send(API, &echo(tun(1), tun(2), true, 9, 2)).unwrap();
     assert!(m.take(DB).is_empty());
-    assert_eq!(m.nodes[DB].drops().get(&Drop::Tunnel(Dropped::UnknownIndex)), Some(&1));
+    assert_eq!(
+        m.nodes[DB]
+            .drops()
+            .get(&Drop::Tunnel(Dropped::UnknownIndex)),
+        Some(&1)
+    );
 }
 
 #[test]
 fn a_policy_without_this_node_is_refused_and_the_old_one_stays() {
     let mut m = Mesh::new(&policy_text(""));
-    let other = format!("node solo key {} addr 10.1.1.1/32 roles x\n", key(60).public_key());
-    let err = m.nodes[API].reload(load(&other), &mut Resolver, SystemTime::now()).unwrap_err();
+    let other = format!(
+        "node solo key {} addr 10.1.1.1/32 roles x\n",
+        key(60).public_key()
+    );
+    let err = m.nodes[API]
+        .reload(load(&other), &mut Resolver, SystemTime::now())
+        .unwrap_err();
     assert!(err.to_string().contains("not in the policy"), "{err}");
     let ping = echo(tun(1), tun(2), true, 9, 1);
     m.send(API, &ping).unwrap();
@@ -379,10 +432,16 @@ fn a_policy_without_this_node_is_refused_and_the_old_one_stays() {
 
 #[test]
 fn audit_rules_are_logged_not_enforced() {
-    let mut m = Mesh::new(&policy_text("service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n"));
+    let mut m = Mesh::new(&policy_text(
+        "service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n",
+    ));
     let syn = tcp(tun(0), tun(1), (40000, 22), SYN, 1, 0, b"");
     assert_eq!(m.send(WEB, &syn), Err(Drop::Denied), "audit does not allow");
-    let audits: Vec<_> = m.events(WEB).into_iter().filter(|e| matches!(e, Event::Audit { .. })).collect();
+    let audits: Vec<_> = m
+        .events(WEB)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Audit { .. }))
+        .collect();
     assert_eq!(audits.len(), 1, "{audits:?}");
     assert!(audits[0].to_string().contains("ssh-dryrun"));
 }

@@ -25,7 +25,9 @@ use super::routes::Routes;
 use crate::conntrack::{self, Conntrack, Direction, Match};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::policy::{Action, Node, NodeId, NodeTable, Policy, Verdict};
-use crate::tunnel::{self, Device, Dropped, PeerConfig, PeerId, Received, SendError, Sent, Transmit};
+use crate::tunnel::{
+    self, Device, Dropped, PeerConfig, PeerId, Received, SendError, Sent, Transmit,
+};
 use crate::wire::reject::{reject, RejectWith, MAX_REPLY_LEN};
 use crate::wire::wg::DATA_HEADER_LEN;
 use crate::wire::{classify, PacketInfo};
@@ -155,7 +157,10 @@ impl Engine {
         wall: SystemTime,
     ) -> Result<Engine, ReloadError> {
         let public = private.public_key();
-        let me = policy.node_by_key(&public).ok_or(ReloadError::NotInPolicy(public))?.id;
+        let me = policy
+            .node_by_key(&public)
+            .ok_or(ReloadError::NotInPolicy(public))?
+            .id;
         let table = policy.compile_for(me, wall);
         let mut engine = Engine {
             device: Device::new(private, options.tunnel, entropy, now, wall),
@@ -180,7 +185,9 @@ impl Engine {
 
     pub fn me(&self) -> &Node {
         // `me` was looked up in this very policy; the fallback is unreachable.
-        self.policy.node(self.me).unwrap_or_else(|| &self.policy.nodes()[0])
+        self.policy
+            .node(self.me)
+            .unwrap_or_else(|| &self.policy.nodes()[0])
     }
 
     pub fn device(&self) -> &Device {
@@ -201,38 +208,59 @@ impl Engine {
     }
 
     /// Applies a new policy. On error nothing changes.
-    pub fn reload(&mut self, policy: Policy, resolver: &mut dyn PeerResolver, wall: SystemTime) -> Result<(), ReloadError> {
+    pub fn reload(
+        &mut self,
+        policy: Policy,
+        resolver: &mut dyn PeerResolver,
+        wall: SystemTime,
+    ) -> Result<(), ReloadError> {
         let public = *self.device.public_key();
-        let me = policy.node_by_key(&public).ok_or(ReloadError::NotInPolicy(public))?.id;
+        let me = policy
+            .node_by_key(&public)
+            .ok_or(ReloadError::NotInPolicy(public))?
+            .id;
         let table = policy.compile_for(me, wall);
         // Resolve every peer first so a bad entry leaves the old state intact.
         let mut wanted: Vec<(NodeId, PeerConfig)> = Vec::new();
         for &id in table.peers() {
-            let Some(node) = policy.node(id) else { continue };
+            let Some(node) = policy.node(id) else {
+                continue;
+            };
             let psk = resolver
                 .preshared_key(node)
-                .map_err(|problem| ReloadError::Peer { name: node.name.clone(), problem })?;
+                .map_err(|problem| ReloadError::Peer {
+                    name: node.name.clone(),
+                    problem,
+                })?;
             let endpoint = match resolver.endpoint(node) {
                 Ok(e) => e,
                 Err(problem) => {
                     // An unresolvable endpoint is not fatal: the peer can
                     // still contact us, and roaming will teach us where it is.
-                    self.events.push(Event::PeerProblem { name: node.name.clone(), problem });
+                    self.events.push(Event::PeerProblem {
+                        name: node.name.clone(),
+                        problem,
+                    });
                     None
                 }
             };
             let mut pc = PeerConfig::new(node.key);
             pc.preshared_key = psk;
             pc.endpoint = endpoint;
-            pc.persistent_keepalive = node.keepalive.map(|s| std::time::Duration::from_secs(u64::from(s)));
+            pc.persistent_keepalive = node
+                .keepalive
+                .map(|s| std::time::Duration::from_secs(u64::from(s)));
             wanted.push((id, pc));
         }
 
-        let wanted_keys: HashMap<PublicKey, NodeId> = wanted.iter().map(|(id, pc)| (pc.public_key, *id)).collect();
+        let wanted_keys: HashMap<PublicKey, NodeId> =
+            wanted.iter().map(|(id, pc)| (pc.public_key, *id)).collect();
         let mut removed = 0;
         let mut flows_of_removed = 0;
         for peer in self.device.peer_ids().collect::<Vec<_>>() {
-            let Some(key) = self.device.peer_key(peer) else { continue };
+            let Some(key) = self.device.peer_key(peer) else {
+                continue;
+            };
             if !wanted_keys.contains_key(&key) {
                 let name = self.node_name(peer);
                 self.device.remove_peer(peer);
@@ -255,7 +283,9 @@ impl Engine {
             let peer = self.device.upsert_peer(pc);
             if fresh && !self.peer_node.is_empty() {
                 if let Some(n) = policy.node(node_id) {
-                    self.events.push(Event::PeerAdded { name: n.name.clone() });
+                    self.events.push(Event::PeerAdded {
+                        name: n.name.clone(),
+                    });
                 }
             }
             let slot = peer.0 as usize;
@@ -287,7 +317,9 @@ impl Engine {
     fn recheck_flows(&mut self) -> usize {
         let (table, peer_node) = (&self.table, &self.peer_node);
         self.conntrack.retain(|e| {
-            let Some(node) = peer_node.get(e.peer().0 as usize).copied().flatten() else { return false };
+            let Some(node) = peer_node.get(e.peer().0 as usize).copied().flatten() else {
+                return false;
+            };
             let proto = e.protocol().0;
             let port = match (e.dst_port(), e.protocol().is_icmp()) {
                 (Some(p), _) => p,
@@ -334,11 +366,15 @@ impl Engine {
         let peer = self.peer_of(node);
         let ct_peer = conntrack::PeerId(peer.map_or(u32::MAX, |p| p.0));
         let tracked = match peer {
-            Some(_) => self.conntrack.lookup(now, ct_peer, Direction::Outbound, &info),
+            Some(_) => self
+                .conntrack
+                .lookup(now, ct_peer, Direction::Outbound, &info),
             None => Match::New,
         };
         match tracked {
-            Match::Invalid => return self.drop_with(Drop::Invalid, Outbound::Dropped(Drop::Invalid)),
+            Match::Invalid => {
+                return self.drop_with(Drop::Invalid, Outbound::Dropped(Drop::Invalid))
+            }
             Match::New => {
                 let (proto, port) = policy_key(&info);
                 let verdict = match peer {
@@ -349,15 +385,25 @@ impl Engine {
                 if !verdict.allowed() {
                     self.note_denied(&verdict, node, &info, true);
                     if verdict.action == Action::Reject {
-                        let packet = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len).unwrap_or_default();
-                        if let Ok(Some(n)) = reject(packet, reject_with(&info), &mut self.scratch[..]) {
+                        let packet = buf
+                            .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
+                            .unwrap_or_default();
+                        if let Ok(Some(n)) =
+                            reject(packet, reject_with(&info), &mut self.scratch[..])
+                        {
                             return Outbound::Local(self.scratch.get(..n).unwrap_or_default());
                         }
                     }
                     return self.drop_with(Drop::Denied, Outbound::Dropped(Drop::Denied));
                 }
                 // Untrackable protocols pass on the rule alone.
-                let _ = self.conntrack.admit(now, ct_peer, Direction::Outbound, &info, rule_id(&verdict));
+                let _ = self.conntrack.admit(
+                    now,
+                    ct_peer,
+                    Direction::Outbound,
+                    &info,
+                    rule_id(&verdict),
+                );
             }
             _ => {}
         }
@@ -367,7 +413,9 @@ impl Engine {
         match self.device.encapsulate(now, peer, buf, len) {
             Ok(Sent::Now(t)) => Outbound::Send(t),
             Ok(Sent::Queued) => Outbound::Queued,
-            Err(SendError::NoEndpoint) => self.drop_with(Drop::NoEndpoint, Outbound::Dropped(Drop::NoEndpoint)),
+            Err(SendError::NoEndpoint) => {
+                self.drop_with(Drop::NoEndpoint, Outbound::Dropped(Drop::NoEndpoint))
+            }
             Err(_) => self.drop_with(Drop::Malformed, Outbound::Dropped(Drop::Malformed)),
         }
     }
@@ -407,14 +455,23 @@ impl Engine {
             return self.drop_with(Drop::NotForUs, Inbound::Dropped(Drop::NotForUs));
         }
         let ct_peer = conntrack::PeerId(peer.0);
-        match self.conntrack.lookup(now, ct_peer, Direction::Inbound, &info) {
+        match self
+            .conntrack
+            .lookup(now, ct_peer, Direction::Inbound, &info)
+        {
             Match::Invalid => self.drop_with(Drop::Invalid, Inbound::Dropped(Drop::Invalid)),
             Match::New => {
                 let (proto, port) = policy_key(&info);
                 let verdict = self.table.ingress(node, info.dst, proto, port);
                 self.note_audit(&verdict, node, &info, false);
                 if verdict.allowed() {
-                    let _ = self.conntrack.admit(now, ct_peer, Direction::Inbound, &info, rule_id(&verdict));
+                    let _ = self.conntrack.admit(
+                        now,
+                        ct_peer,
+                        Direction::Inbound,
+                        &info,
+                        rule_id(&verdict),
+                    );
                     return Inbound::Deliver(packet);
                 }
                 self.note_denied(&verdict, node, &info, false);
@@ -446,8 +503,18 @@ impl Engine {
 
     fn flow(&self, node: NodeId, info: &PacketInfo, outbound: bool) -> FlowDesc {
         let (proto, port) = policy_key(info);
-        let peer = self.policy.node(node).map_or_else(|| format!("node#{}", node.0), |n| n.name.clone());
-        FlowDesc { peer, src: info.src, dst: info.dst, proto, port, outbound }
+        let peer = self
+            .policy
+            .node(node)
+            .map_or_else(|| format!("node#{}", node.0), |n| n.name.clone());
+        FlowDesc {
+            peer,
+            src: info.src,
+            dst: info.dst,
+            proto,
+            port,
+            outbound,
+        }
     }
 
     /// The verdict for a node that is not our peer: the policy's, which can
@@ -456,7 +523,9 @@ impl Engine {
     fn table_verdict_without_peer(&self, node: NodeId, info: &PacketInfo) -> Verdict {
         let (proto, port) = policy_key(info);
         let flow = crate::policy::Flow { proto, port };
-        let v = self.policy.evaluate(self.me, node, info.dst, flow, self.wall);
+        let v = self
+            .policy
+            .evaluate(self.me, node, info.dst, flow, self.wall);
         if v.allowed() {
             Verdict::DEFAULT_DENY
         } else {
@@ -465,7 +534,10 @@ impl Engine {
     }
 
     fn rule_label(&self, id: crate::policy::RuleId) -> String {
-        self.policy.rule(id).map(|r| r.label.clone()).unwrap_or_else(|| format!("#{}", id.0))
+        self.policy
+            .rule(id)
+            .map(|r| r.label.clone())
+            .unwrap_or_else(|| format!("#{}", id.0))
     }
 
     fn note_audit(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
@@ -475,13 +547,21 @@ impl Engine {
             _ => "deny",
         };
         let flow = self.flow(node, info, outbound);
-        self.events.push(Event::Audit { rule: self.rule_label(rule), would, flow });
+        self.events.push(Event::Audit {
+            rule: self.rule_label(rule),
+            would,
+            flow,
+        });
     }
 
     fn note_denied(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
         let flow = self.flow(node, info, outbound);
         let rule = verdict.rule.map(|r| self.rule_label(r));
-        self.events.push(Event::Denied { rule, rejected: verdict.action == Action::Reject, flow });
+        self.events.push(Event::Denied {
+            rule,
+            rejected: verdict.action == Action::Reject,
+            flow,
+        });
     }
 
     /// Writes the next datagram the tunnel wants sent (handshakes,
@@ -530,7 +610,10 @@ impl Engine {
 
     /// The tunnel peer that is `node`, if it is one.
     pub fn peer_of(&self, node: NodeId) -> Option<PeerId> {
-        self.peer_node.iter().position(|n| *n == Some(node)).map(|i| PeerId(i as u32))
+        self.peer_node
+            .iter()
+            .position(|n| *n == Some(node))
+            .map(|i| PeerId(i as u32))
     }
 }
 

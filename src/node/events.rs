@@ -38,24 +38,48 @@ impl fmt::Display for FlowDesc {
             n => format!("proto-{n}"),
         };
         let arrow = if self.outbound { "to" } else { "from" };
-        write!(f, "{proto} {} -> {} port {} ({arrow} {})", self.src, self.dst, self.port, self.peer)
+        write!(
+            f,
+            "{proto} {} -> {} port {} ({arrow} {})",
+            self.src, self.dst, self.port, self.peer
+        )
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A policy took effect.
-    PolicyApplied { id: PolicyId, peers: usize, flows_cut: usize, peers_removed: usize },
+    PolicyApplied {
+        id: PolicyId,
+        peers: usize,
+        flows_cut: usize,
+        peers_removed: usize,
+    },
     /// An audit rule matched a new flow; it was not enforced.
-    Audit { rule: String, would: &'static str, flow: FlowDesc },
+    Audit {
+        rule: String,
+        would: &'static str,
+        flow: FlowDesc,
+    },
     /// A new flow was refused by the policy.
-    Denied { rule: Option<String>, rejected: bool, flow: FlowDesc },
+    Denied {
+        rule: Option<String>,
+        rejected: bool,
+        flow: FlowDesc,
+    },
     /// A peer's sessions were dropped because the policy removed or
     /// quarantined it.
-    PeerRemoved { name: String },
-    PeerAdded { name: String },
+    PeerRemoved {
+        name: String,
+    },
+    PeerAdded {
+        name: String,
+    },
     /// A peer's endpoint or preshared key could not be resolved.
-    PeerProblem { name: String, problem: String },
+    PeerProblem {
+        name: String,
+        problem: String,
+    },
 }
 
 impl Event {

@@ -31,7 +31,11 @@ impl Family {
         let slot = match self.by_len.iter().position(|(l, _)| *l == len) {
             Some(i) => i,
             None => {
-                let at = self.by_len.iter().position(|(l, _)| *l < len).unwrap_or(self.by_len.len());
+                let at = self
+                    .by_len
+                    .iter()
+                    .position(|(l, _)| *l < len)
+                    .unwrap_or(self.by_len.len());
                 self.by_len.insert(at, (len, HashMap::new()));
                 at
             }
@@ -49,7 +53,9 @@ impl Family {
     }
 
     fn lookup(&self, bits: u128, width: u8) -> Option<PeerId> {
-        self.by_len.iter().find_map(|(len, map)| map.get(&mask(bits, width, *len)).copied())
+        self.by_len
+            .iter()
+            .find_map(|(len, map)| map.get(&mask(bits, width, *len)).copied())
     }
 }
 
@@ -131,7 +137,11 @@ mod tests {
         assert_eq!(r.lookup("10.9.9.9".parse().unwrap()), Some(PeerId(1)));
         assert_eq!(r.lookup("192.0.2.1".parse().unwrap()), Some(PeerId(5)));
         assert_eq!(r.lookup("fd00::1".parse().unwrap()), Some(PeerId(4)));
-        assert_eq!(r.lookup("fd01::1".parse().unwrap()), None, "families are separate");
+        assert_eq!(
+            r.lookup("fd01::1".parse().unwrap()),
+            None,
+            "families are separate"
+        );
         assert_eq!(r.len(), 5);
     }
 
