@@ -368,14 +368,10 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
         n.reload(new.clone(), &mut Resolver, SystemTime::now())
             .unwrap();
     }
-    let applied = m
-        .events(API)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::PolicyApplied { flows_cut, .. } => Some(flows_cut),
-            _ => None,
-        })
-        .last();
+    let applied = m.events(API).into_iter().rev().find_map(|e| match e {
+        Event::PolicyApplied { flows_cut, .. } => Some(flows_cut),
+        _ => None,
+    });
     assert!(applied.is_some_and(|c| c >= 1), "{applied:?}");
     let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"more");
     assert_eq!(
