@@ -9,6 +9,7 @@ NS=${NS:-u$$}
 NETNS_HOSTS=()
 NETNS_PIDS=()
 NETNS_DIR=""
+declare -A UMBRA_PID=()
 
 netns_cleanup() {
     local pid ns
@@ -86,7 +87,7 @@ umbra_up() {
     local name=$1
     shift
     bg "$name" "$NETNS_DIR/$name.log" "$UMBRA" up --policy "$NETNS_DIR/mesh.policy" --key "$NETNS_DIR/$name.key" "$@"
-    eval "PID_$name=$LAST_PID"
+    UMBRA_PID[$name]=$LAST_PID
     wait_for 10 on "$name" ip link show umbra0 || {
         echo "umbra did not come up in $name:" >&2
         cat "$NETNS_DIR/$name.log" >&2
