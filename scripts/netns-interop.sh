@@ -188,6 +188,21 @@ echo "netns-interop: $(boringtun-cli --version), wireguard-go $(wireguard-go --v
 peer_checks bt boringtun-cli "$IF_BT" 198.51.100.2 10.20.0.2 10.20.0.3
 peer_checks wgo wireguard-go "$IF_WGO" 198.51.100.3 10.20.0.3 10.20.0.2
 
+echo "--- restarts (fresh handshakes over live sessions)"
+# wireguard-go restarts with the same key and no session: it initiates
+# again and umbra must accept the newer handshake.
+kill "$PID_wgo"
+wait_for 10 fails test -S "/var/run/wireguard/$IF_WGO.sock"
+foreign_up wgo wireguard-go "$IF_WGO" 10.20.0.3/24 51820 "$K_UMBRA" "$UNDER_UMBRA:51820" "$TUNNEL"
+check "wireguard-go restarted: handshakes again, ping works" quiet on wgo ping -c 2 -i 0.2 -w 10 10.20.0.1
+# umbra restarts: it initiates to bt (endpoint in the policy), which still
+# holds a session with the old umbra.
+kill "$PID_umbra"
+wait "$PID_umbra" 2>/dev/null || true
+umbra_up umbra --log-level debug
+check "umbra restarted: handshakes with boringtun again, ping works" quiet on umbra ping -c 2 -i 0.2 -w 10 10.20.0.2
+check "boringtun -> restarted umbra: iperf3 TCP 2 s" quiet on bt iperf3 -c 10.20.0.1 -p 5201 -t 2
+
 echo "--- a key outside the policy"
 cap_start umbra eth0 stranger "host 198.51.100.4"
 # Its pings make boringtun send handshake initiations (valid mac1: it

@@ -28,7 +28,8 @@ wg_key() {
 #   KIND: boringtun | wireguard-go. Starts the daemon in HOST, waits for its
 #   UAPI socket, configures it with `wg` (key from $NETNS_DIR/HOST.key, one
 #   peer) and brings the interface up with ADDR at MTU 1420. PEER_ENDPOINT
-#   may be empty (no endpoint: the peer must contact us first).
+#   may be empty (no endpoint: the peer must contact us first). The
+#   daemon's pid: $PID_HOST.
 foreign_up() {
     local host=$1 kind=$2 ifname=$3 addr=$4 port=$5 peer=$6 endpoint=$7 allowed=$8
     local log="$NETNS_DIR/$host.log"
@@ -51,6 +52,7 @@ foreign_up() {
         return 1
         ;;
     esac
+    eval "PID_$host=$LAST_PID"
     wait_for 10 test -S "/var/run/wireguard/$ifname.sock" || {
         echo "$kind did not come up in $host:" >&2
         cat "$log" >&2
