@@ -10,13 +10,14 @@
 #   stranger  198.51.100.4  10.20.0.4  boringtun-cli with a key that is not
 #                                       in the policy
 #
-# For each foreign peer: ping and iperf3 (TCP) in both directions; umbra's
-# policy enforced against it — the peer's allowed-ips cover the whole
-# tunnel subnet, yet a connection to a port the policy does not allow times
+# For each foreign peer: ping (IPv4 and IPv6) and iperf3 (TCP) in both
+# directions; umbra's policy enforced against it — the peer's allowed-ips
+# cover the whole tunnel subnet, yet a connection to a port the policy does not allow times
 # out and a capture on umbra's underlay shows no reply; umbra does not even
 # send its own denied probe (egress check); spoofed inner source addresses
-# never reach umbra's TUN device. The stranger's handshakes get no UDP reply
-# at all (capture), nor does junk sent to umbra's port.
+# never reach umbra's TUN device. Then wireguard-go and umbra are restarted
+# and must handshake again. The stranger's handshakes get no UDP reply at
+# all (capture), nor does junk sent to umbra's port. Takes about 45 s.
 #
 # Needs root and the tools from scripts/ci-deps.sh. UMBRA=path overrides
 # the binary (default: a debug build). KEEP_LOGS=1 keeps the scratch
