@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Tunnel throughput smoke benchmark: iperf3 TCP for 10 s through the tunnel
+# between two network namespaces, umbra<->umbra versus
+# boringtun-cli<->boringtun-cli, in the same run and the same namespaces
+# (one after the other, same tunnel addresses, MTU 1420), plus the bare
+# underlay (veth over a bridge) for scale. Prints Gbit/s for each and the
+# umbra/boringtun ratio. Not part of the test suite; results go to
+# BENCHMARKS.md ("Tunnel throughput").
+#
+# Usage: sudo scripts/bench-throughput.sh
+#   UMBRA=path   binary to measure (default: cargo build --release)
+#   SECONDS_PER_RUN=10, ROUNDS=1 (rounds alternate umbra and boringtun)
+#   BT_THREADS=N boringtun-cli --threads (default: its own default, 4)
+#
+# umbra runs one thread; boringtun-cli runs its default thread pool. Both
+# ends of each tunnel share the machine's cores with iperf3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z ${UMBRA:-} ]]; then
+    cargo build --release --locked --quiet
+    UMBRA=$PWD/target/release/umbra
+fi
+export UMBRA
+DURATION=${SECONDS_PER_RUN:-10}
+ROUNDS=${ROUNDS:-1}
+
+. scripts/lib/netns.sh
+. scripts/lib/foreign.sh
+
+netns_init
+trap 'netns_cleanup; foreign_cleanup' EXIT
+trap 'netns_cleanup; foreign_cleanup; exit 130' INT TERM
+
+netns_host a 198.51.100.1
+netns_host b 198.51.100.2
+bg b "$NETNS_DIR/iperf3-server.log" iperf3 -s -p 5201
+wait_for 10 on b bash -c 'exec 3<>/dev/tcp/127.0.0.1/5201'
+
+# iperf_gbps DST: one TCP run from a to DST; prints Gbit/s (receiver side).
+iperf_gbps() {
+    local out
+    out=$(on a iperf3 -c "$1" -p 5201 -t "$DURATION" -f g 2>&1) || {
+        echo "iperf3 to $1 failed:" >&2
+        echo "$out" >&2
+        return 1
+    }
+    awk '/receiver/ { print $(NF-2) }' <<<"$out"
+}
+
+K_A=$(umbra_key a)
+K_B=$(umbra_key b)
+cat >"$NETNS_DIR/mesh.policy" <<EOF
+node a  key $K_A  addr 10.30.0.1/24  endpoint 198.51.100.1:51820  roles bench
+node b  key $K_B  addr 10.30.0.2/24  endpoint 198.51.100.2:51820  roles bench
+service iperf  role:bench  tcp/5201
+allow role:bench -> iperf
+EOF
+
+run_umbra() {
+    umbra_up a
+    local pa=$LAST_PID
+    umbra_up b
+    local pb=$LAST_PID
+    wait_for 10 on a ping -c 1 -W 1 10.30.0.2
+    iperf_gbps 10.30.0.2
+    # SIGTERM: clean shutdown removes umbra0 in both namespaces.
+    kill "$pa" "$pb"
+    wait "$pa" "$pb" 2>/dev/null || true
+}
+
+BT_N=0
+run_boringtun() {
+    BT_N=$((BT_N + 1))
+    local ifa=bta$$x$BT_N ifb=btb$$x$BT_N
+    local threads=()
+    [[ -n ${BT_THREADS:-} ]] && threads=(--threads "$BT_THREADS")
+    (umask 077 && wg genkey >"$NETNS_DIR/bta.key" && wg genkey >"$NETNS_DIR/btb.key")
+    local pub_a pub_b
+    pub_a=$(wg pubkey <"$NETNS_DIR/bta.key")
+    pub_b=$(wg pubkey <"$NETNS_DIR/btb.key")
+    FOREIGN_IFS+=("$ifa" "$ifb")
+    local h ifname key peer endpoint addr pids=()
+    for h in a b; do
+        if [[ $h == a ]]; then
+            ifname=$ifa key=bta peer=$pub_b endpoint=198.51.100.2:51820 addr=10.30.0.1/24
+        else
+            ifname=$ifb key=btb peer=$pub_a endpoint=198.51.100.1:51820 addr=10.30.0.2/24
+        fi
+        bg "$h" "$NETNS_DIR/bt-$h.log" boringtun-cli --foreground --disable-drop-privileges "${threads[@]}" "$ifname"
+        pids+=("$LAST_PID")
+        wait_for 10 test -S "/var/run/wireguard/$ifname.sock"
+        on "$h" wg set "$ifname" private-key "$NETNS_DIR/$key.key" listen-port 51820 \
+            peer "$peer" endpoint "$endpoint" allowed-ips 10.30.0.0/24
+        on "$h" ip addr add "$addr" dev "$ifname"
+        on "$h" ip link set "$ifname" mtu 1420 up
+    done
+    wait_for 10 on a ping -c 1 -W 1 10.30.0.2
+    iperf_gbps 10.30.0.2
+    kill "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
+}
+
+echo "bench-throughput: iperf3 TCP ${DURATION} s, a -> b, $ROUNDS round(s); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench-throughput: umbra $UMBRA; $(boringtun-cli --version) (threads: ${BT_THREADS:-default})"
+underlay=$(iperf_gbps 198.51.100.2)
+printf '  %-28s %6s Gbit/s\n' "underlay (veth, no tunnel)" "$underlay"
+u_all=() b_all=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    u=$(run_umbra)
+    printf '  %-28s %6s Gbit/s\n' "umbra <-> umbra" "$u"
+    b=$(run_boringtun)
+    printf '  %-28s %6s Gbit/s\n' "boringtun <-> boringtun" "$b"
+    u_all+=("$u") b_all+=("$b")
+done
+u_mean=$(awk -v v="${u_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
+b_mean=$(awk -v v="${b_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
+ratio=$(awk -v u="$u_mean" -v b="$b_mean" 'BEGIN { printf "%.2f", u / b }')
+echo "bench-throughput: umbra $u_mean Gbit/s, boringtun-cli $b_mean Gbit/s, ratio umbra/boringtun $ratio (underlay $underlay Gbit/s)"
