@@ -13,8 +13,10 @@ declare -A UMBRA_PID=()
 
 netns_cleanup() {
     local pid ns
+    # No `wait`: for a pipeline it waits on every member, which may never end.
     for pid in "${NETNS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${NETNS_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    ((${#NETNS_PIDS[@]} == 0)) || sleep 0.3
+    for pid in "${NETNS_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for ns in "${NETNS_HOSTS[@]}" "$NS-hub"; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
@@ -53,6 +55,10 @@ on() {
     shift
     ip netns exec "$NS-$name" "$@"
 }
+
+# Subshells (bash -c "... on ...") need these too.
+export NS
+export -f on
 
 # bg NAME LOG CMD...: runs a command in the background inside NAME,
 # output to LOG; its pid is killed on cleanup.
