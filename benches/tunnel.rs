@@ -17,7 +17,11 @@ use boringtun::noise::{Tunn, TunnResult};
 use umbra::keys::PrivateKey;
 use umbra::tunnel::{Config, Device, PeerConfig, Received, SeededEntropy, Sent};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
+// Fewer rounds under a profiler: `UMBRA_BENCH_ROUNDS=1`.
+fn rounds() -> usize {
+    std::env::var("UMBRA_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS)
+}
 const PACKET: usize = 1420;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,7 +87,7 @@ fn handshakes() {
     let b: SocketAddr = "192.0.2.2:2".parse().unwrap();
     let mut umbra_rates = Vec::new();
     let mut boring_rates = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         // The same initiations, from one initiator with rising timestamps.
         let start = Instant::now();
         let (mut init, pid) = device(1, &kr, b, start);
@@ -97,31 +101,42 @@ fn handshakes() {
             inits.push(buf[..t.len].to_vec());
         }
 
-        let (mut resp, _) = device(2, &ki, a, start);
-        let mut reply = vec![0u8; 256];
-        let mut rnow = start;
-        let t0 = Instant::now();
-        for m in &inits {
-            rnow += Duration::from_secs(1);
-            let mut d = m.clone();
-            match resp.handle_datagram(rnow, a, &mut d, &mut reply) {
-                Ok(Received::Reply(r)) => assert_eq!(r.len(), 92),
-                other => panic!("umbra responder: {other:?}"),
+        let run_umbra = || {
+            let (mut resp, _) = device(2, &ki, a, start);
+            let mut reply = vec![0u8; 256];
+            let mut datagrams = inits.clone();
+            let mut rnow = start;
+            let t0 = Instant::now();
+            for d in &mut datagrams {
+                rnow += Duration::from_secs(1);
+                match resp.handle_datagram(rnow, a, d, &mut reply) {
+                    Ok(Received::Reply(r)) => assert_eq!(r.len(), 92),
+                    other => panic!("umbra responder: {other:?}"),
+                }
             }
-        }
-        umbra_rates.push(N as f64 / t0.elapsed().as_secs_f64());
-
-        let mut bt = boring(&kr, &ki);
-        let mut out = vec![0u8; 2048];
-        let t0 = Instant::now();
-        for m in &inits {
-            match bt.decapsulate(Some(a.ip()), m, &mut out) {
-                TunnResult::WriteToNetwork(r) => assert_eq!(r.len(), 92),
-                other => panic!("boringtun responder: {other:?}"),
+            N as f64 / t0.elapsed().as_secs_f64()
+        };
+        let run_boring = || {
+            let mut bt = boring(&kr, &ki);
+            let mut out = vec![0u8; 2048];
+            let t0 = Instant::now();
+            for m in &inits {
+                match bt.decapsulate(Some(a.ip()), m, &mut out) {
+                    TunnResult::WriteToNetwork(r) => assert_eq!(r.len(), 92),
+                    other => panic!("boringtun responder: {other:?}"),
+                }
             }
+            N as f64 / t0.elapsed().as_secs_f64()
+        };
+        // Alternate who goes first so neither always runs on a warmer or
+        // quieter machine.
+        if round % 2 == 0 {
+            umbra_rates.push(run_umbra());
+            boring_rates.push(run_boring());
+        } else {
+            boring_rates.push(run_boring());
+            umbra_rates.push(run_umbra());
         }
-        boring_rates.push(N as f64 / t0.elapsed().as_secs_f64());
-        let _ = round;
     }
     report(
         "responder handshakes",
@@ -142,7 +157,7 @@ fn transport() {
     let packet = ip_packet(PACKET);
     let mut umbra_rates = Vec::new();
     let mut boring_rates = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let now = Instant::now();
         let (mut da, pa) = device(1, &kb, b, now);
         let (mut db, _) = device(2, &ka, a, now);
@@ -225,7 +240,7 @@ fn aead_candidates() {
     let key = [7u8; 32];
     let mut ring_rates = Vec::new();
     let mut rc_rates = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
         let mut buf = vec![0u8; PACKET + 16];
         let t0 = Instant::now();
@@ -274,8 +289,15 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
+    // `--only handshakes|transport` runs one workload (for profilers).
+    match std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() {
+        Some("handshakes") => return handshakes(),
+        Some("transport") => return transport(),
+        _ => {}
+    }
     println!(
-        "umbra vs boringtun, median of {ROUNDS} rounds, same process (ratio > 1.0: umbra faster)"
+        "umbra vs boringtun, median of {} rounds, same process (ratio > 1.0: umbra faster)",
+        rounds()
     );
     handshakes();
     transport();

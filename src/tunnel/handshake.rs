@@ -251,7 +251,7 @@ impl CryptoResolver for Resolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        snow::resolvers::RingResolver.resolve_cipher(choice)
     }
 }
 
