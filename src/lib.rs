@@ -11,5 +11,8 @@ pub mod conntrack;
 pub mod fuzzing;
 pub mod io;
 pub mod keys;
+pub mod log;
+pub mod node;
+pub mod policy;
 pub mod tunnel;
 pub mod wire;

@@ -6,5 +6,38 @@
 //! wires them to these devices through its mio event loop.
 
 pub mod netlink;
+pub mod signals;
 pub mod tun;
 pub mod udp;
+
+use std::io;
+use std::time::Instant;
+
+/// Where decrypted packets leave the node and local packets enter it: the
+/// kernel TUN device, or a userspace TCP/IP stack. The event loop treats
+/// both alike.
+pub trait PacketIo {
+    /// Registers for readiness with the event loop.
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()>;
+    /// Reads one outgoing packet; `WouldBlock` when there is none.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Hands one decrypted packet to the local side.
+    fn send(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// Lets an in-process stack do its own work (timers, socket proxying);
+    /// returns when it next needs to be polled. A kernel device needs none.
+    fn poll(&mut self, _now: Instant) -> Option<Instant> {
+        None
+    }
+}
+
+impl PacketIo for tun::Tun {
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        registry.register(self, token, mio::Interest::READABLE)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        tun::Tun::recv(self, buf)
+    }
+    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        tun::Tun::send(self, packet).map(|_| ())
+    }
+}

@@ -48,19 +48,20 @@ impl Default for Config {
 
 /// What a datagram turned out to be.
 #[derive(Debug)]
-pub enum Received<'a> {
-    /// A decrypted inner IP packet from `peer`, trimmed to its IP length.
-    /// Cryptokey routing (is the source address the peer's?) is the caller's.
-    Packet { peer: PeerId, packet: &'a [u8] },
-    /// Send these bytes back to the datagram's source (a handshake response
-    /// or a cookie reply).
-    Reply(&'a [u8]),
+pub enum Received<'d, 'r> {
+    /// A decrypted inner IP packet from `peer`, trimmed to its IP length,
+    /// borrowed from the datagram. Cryptokey routing (is the source address
+    /// the peer's?) is the caller's.
+    Packet { peer: PeerId, packet: &'d [u8] },
+    /// Send these bytes, borrowed from the reply buffer, back to the
+    /// datagram's source (a handshake response or a cookie reply).
+    Reply(&'r [u8]),
     /// Consumed (keepalive, handshake completion, cookie). Poll for transmits.
     Done,
 }
 
 /// Why a datagram produced nothing. Every drop is silent on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dropped {
     Malformed,
     /// mac1 did not match our key: the sender does not know who we are.
@@ -277,13 +278,13 @@ impl Device {
 
     /// Handles one UDP datagram from `src`. Data is decrypted in place in
     /// `datagram`; handshake answers are written to `reply` (≥ 92 bytes).
-    pub fn handle_datagram<'a>(
+    pub fn handle_datagram<'d, 'r>(
         &mut self,
         now: Instant,
         src: SocketAddr,
-        datagram: &'a mut [u8],
-        reply: &'a mut [u8],
-    ) -> Result<Received<'a>, Dropped> {
+        datagram: &'d mut [u8],
+        reply: &'r mut [u8],
+    ) -> Result<Received<'d, 'r>, Dropped> {
         let (receiver, counter) = match wg::parse(datagram).map_err(|_| Dropped::Malformed)? {
             Message::Data(d) => (d.receiver(), d.counter()),
             Message::Initiation(m) => return self.on_initiation(now, src, m, reply),
@@ -309,13 +310,13 @@ impl Device {
         self.on_data(now, src, receiver, counter, sealed)
     }
 
-    fn on_initiation<'a>(
+    fn on_initiation<'d, 'r>(
         &mut self,
         now: Instant,
         src: SocketAddr,
         msg: wg::Initiation<'_>,
-        reply: &'a mut [u8],
-    ) -> Result<Received<'a>, Dropped> {
+        reply: &'r mut [u8],
+    ) -> Result<Received<'d, 'r>, Dropped> {
         if !self.cookies.check_mac1(msg.bytes()) {
             return Err(Dropped::Mac1);
         }
@@ -427,13 +428,13 @@ impl Device {
         Ok(false)
     }
 
-    fn on_response<'a>(
+    fn on_response<'d, 'r>(
         &mut self,
         now: Instant,
         src: SocketAddr,
         msg: wg::Response<'_>,
-        reply: &'a mut [u8],
-    ) -> Result<Received<'a>, Dropped> {
+        reply: &'r mut [u8],
+    ) -> Result<Received<'d, 'r>, Dropped> {
         if !self.cookies.check_mac1(msg.bytes()) {
             return Err(Dropped::Mac1);
         }
@@ -526,14 +527,14 @@ impl Device {
         Ok(Received::Done)
     }
 
-    fn on_data<'a>(
+    fn on_data<'d, 'r>(
         &mut self,
         now: Instant,
         src: SocketAddr,
         receiver: u32,
         counter: u64,
-        sealed: &'a mut [u8],
-    ) -> Result<Received<'a>, Dropped> {
+        sealed: &'d mut [u8],
+    ) -> Result<Received<'d, 'r>, Dropped> {
         let id = *self.indices.get(&receiver).ok_or(Dropped::UnknownIndex)?;
         let peer = self
             .peers

@@ -1,0 +1,253 @@
+//! Policy benchmark: a mesh of 10,000 nodes, 1,000 services and 5,000
+//! rules. Prints parse and per-node compile time, table memory and
+//! nanoseconds per lookup. Run with `cargo bench --bench policy`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use umbra::keys::PublicKey;
+use umbra::policy::{NodeId, NodeTable, Policy};
+
+const NODES: usize = 10_000;
+const SERVICES: usize = 1_000;
+const RULES: usize = 5_000;
+const ROLES: usize = 100;
+const GATEWAYS: usize = 20;
+
+/// A small deterministic generator (xorshift), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn addr(i: usize) -> Ipv4Addr {
+    let n = (i + 1) as u32;
+    Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+fn key(i: usize) -> String {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    PublicKey(k).to_base64()
+}
+
+fn mesh() -> String {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut t = String::with_capacity(2 << 20);
+    for i in 0..NODES {
+        let (a, b) = (i % ROLES, (i * 7 + 3) % ROLES);
+        t.push_str(&format!("node n{i} key {} addr {}/8", key(i), addr(i)));
+        if i % 2 == 0 {
+            t.push_str(&format!(",fd00::{:x}/64", i + 1));
+        }
+        t.push_str(&format!(" roles r{a},r{b}"));
+        if i < GATEWAYS {
+            t.push_str(&format!(" serves 172.16.{i}.0/24"));
+        }
+        t.push('\n');
+    }
+    for j in 0..SERVICES {
+        let target = match j % 10 {
+            0 => format!("node:n{}", rng.below(NODES)),
+            1 => format!("172.16.{}.{}/28", j % GATEWAYS, (j / GATEWAYS % 16) * 16),
+            _ => format!("role:r{}", j % ROLES),
+        };
+        let ports = match j % 7 {
+            0 => format!("tcp/{}-{} udp/{}", 2000 + j, 2010 + j, 5000 + j),
+            1 => format!("tcp/{},{}", 1000 + j, 30000 + j),
+            2 => "icmp/8 tcp/22".to_string(),
+            _ => format!("tcp/{}", 1000 + j),
+        };
+        t.push_str(&format!("service s{j} {target} {ports}\n"));
+    }
+    for r in 0..RULES {
+        let from = match r % 50 {
+            0 => "*".to_string(),
+            1 => format!("node:n{}", rng.below(NODES)),
+            _ => format!("role:r{}", rng.below(ROLES)),
+        };
+        let svc = format!("s{}", rng.below(SERVICES));
+        let line = match r % 20 {
+            0 | 1 => format!("deny {from} -> {svc}"),
+            2 => format!("deny {from} -> {svc} reject"),
+            3 => format!("allow {from} -> {svc} except role:r{}", rng.below(ROLES)),
+            4 => format!("allow {from} -> {svc} until 2031-01-01T00:00:00Z"),
+            5 => format!("audit deny {from} -> {svc}"),
+            _ => format!("allow {from} -> {svc}"),
+        };
+        t.push_str(&line);
+        t.push('\n');
+    }
+    for q in 0..5 {
+        t.push_str(&format!("quarantine node:n{}\n", q * 1999 + 7));
+    }
+    t
+}
+
+fn queries(
+    p: &Policy,
+    table: &NodeTable,
+    rng: &mut Rng,
+    n: usize,
+) -> Vec<(bool, NodeId, IpAddr, u8, u16)> {
+    let me = p.node(table.node()).expect("node");
+    let mut mine: Vec<IpAddr> = me.addresses.iter().map(|a| a.addr()).collect();
+    for s in &me.serves {
+        if let IpAddr::V4(v4) = s.addr() {
+            mine.push(IpAddr::V4(Ipv4Addr::from(u32::from(v4) + 17)));
+        }
+    }
+    let peers = table.peers();
+    let flows = [
+        (6u8, 22u16),
+        (6, 1000),
+        (6, 1500),
+        (6, 2005),
+        (17, 5100),
+        (1, 8),
+        (6, 443),
+    ];
+    (0..n)
+        .map(|i| {
+            let (proto, base) = flows[i % flows.len()];
+            let port = if base >= 1000 {
+                base + rng.below(1000) as u16
+            } else {
+                base
+            };
+            if i % 2 == 0 {
+                let src = NodeId(rng.below(NODES) as u32);
+                (true, src, mine[rng.below(mine.len())], proto, port)
+            } else {
+                // Egress mostly towards peers (real traffic), some to strangers.
+                let via = if !peers.is_empty() && i % 4 == 1 {
+                    peers[rng.below(peers.len())]
+                } else {
+                    NodeId(rng.below(NODES) as u32)
+                };
+                (false, via, IpAddr::V4(addr(via.index())), proto, port)
+            }
+        })
+        .collect()
+}
+
+fn main() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let text = mesh();
+    let t0 = Instant::now();
+    let policy = Policy::parse(&text, "bench.policy").expect("generated policy parses");
+    let parse = t0.elapsed();
+    println!(
+        "policy {}: {} nodes, {} services, {} rules, {} KiB of text",
+        policy.id(),
+        policy.nodes().len(),
+        policy.services().len(),
+        policy.rules().len(),
+        text.len() / 1024
+    );
+    println!("parse + resolve: {:.1} ms", parse.as_secs_f64() * 1e3);
+
+    let mut rng = Rng(42);
+    let samples: Vec<NodeId> = [0, 5, 19, 7, 1234, 5000, 9999]
+        .into_iter()
+        .chain((0..13).map(|_| rng.below(NODES)))
+        .map(|i| NodeId(i as u32))
+        .collect();
+    let mut compile_times = Vec::new();
+    let mut tables = Vec::new();
+    for id in &samples {
+        let t0 = Instant::now();
+        let t = policy.compile_for(*id, now);
+        compile_times.push(t0.elapsed());
+        tables.push(t);
+    }
+    compile_times.sort();
+    let total: Duration = compile_times.iter().sum();
+    println!(
+        "compile_for (one node, {} samples): median {:.2} ms, mean {:.2} ms, max {:.2} ms",
+        compile_times.len(),
+        compile_times[compile_times.len() / 2].as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3 / compile_times.len() as f64,
+        compile_times.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    let mems: Vec<usize> = tables.iter().map(NodeTable::memory_bytes).collect();
+    let peers: Vec<usize> = tables.iter().map(|t| t.peers().len()).collect();
+    println!(
+        "table memory: median {} KiB, max {} KiB; peers per node: median {}, max {}",
+        sorted(&mems)[mems.len() / 2] / 1024,
+        mems.iter().max().unwrap_or(&0) / 1024,
+        sorted(&peers)[peers.len() / 2],
+        peers.iter().max().unwrap_or(&0)
+    );
+
+    const N: usize = 1 << 20;
+    let mut best = f64::MAX;
+    let mut allowed = 0usize;
+    for table in &tables {
+        let qs = queries(&policy, table, &mut rng, N);
+        let t0 = Instant::now();
+        for &(ingress, peer, dst, proto, port) in &qs {
+            let v = if ingress {
+                table.ingress(
+                    black_box(peer),
+                    black_box(dst),
+                    black_box(proto),
+                    black_box(port),
+                )
+            } else {
+                table.egress(
+                    black_box(peer),
+                    black_box(dst),
+                    black_box(proto),
+                    black_box(port),
+                )
+            };
+            allowed += usize::from(v.allowed());
+        }
+        let ns = t0.elapsed().as_nanos() as f64 / N as f64;
+        best = best.min(ns);
+    }
+    let mut worst = 0f64;
+    for table in &tables {
+        let qs = queries(&policy, table, &mut rng, N);
+        let t0 = Instant::now();
+        for &(ingress, peer, dst, proto, port) in &qs {
+            let v = if ingress {
+                table.ingress(
+                    black_box(peer),
+                    black_box(dst),
+                    black_box(proto),
+                    black_box(port),
+                )
+            } else {
+                table.egress(
+                    black_box(peer),
+                    black_box(dst),
+                    black_box(proto),
+                    black_box(port),
+                )
+            };
+            allowed += usize::from(v.allowed());
+        }
+        worst = worst.max(t0.elapsed().as_nanos() as f64 / N as f64);
+    }
+    println!("lookup (ingress/egress mix, {N} per node): best node {best:.1} ns, worst node {worst:.1} ns ({allowed} allowed)");
+    let _ = black_box(SystemTime::now());
+}
+
+fn sorted(v: &[usize]) -> Vec<usize> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}

@@ -1,0 +1,371 @@
+//! `umbra up`: the event loop that runs an [`Engine`] over real devices.
+//!
+//! One thread, one mio poll over the packet device (TUN), the UDP sockets
+//! (IPv4 and IPv6 on the same port) and a signalfd; timers run every
+//! [`TICK`]. Everything protocol- and policy-shaped happens in the engine;
+//! this file only moves bytes and reads the clock.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use mio::{Events, Interest, Poll, Token};
+
+use super::engine::{Engine, Inbound, Options, Outbound, BUF_LEN};
+use super::resolve::FileResolver;
+use super::watch::Watcher;
+use crate::io::netlink::Netlink;
+use crate::io::signals::{Signal, Signals};
+use crate::io::tun::Tun;
+use crate::io::udp::{recv_from, UdpPair};
+use crate::io::PacketIo;
+use crate::keys::PrivateKey;
+use crate::policy::{IpNet, Policy, PolicyError};
+use crate::tunnel::timers::TICK;
+use crate::tunnel::OsEntropy;
+use crate::wire::wg::DATA_HEADER_LEN;
+use crate::{info, warn};
+
+const PACKETS: Token = Token(0);
+const UDP4: Token = Token(1);
+const UDP6: Token = Token(2);
+const SIGNALS: Token = Token(3);
+
+/// Default UDP port, WireGuard's.
+pub const DEFAULT_PORT: u16 = 51820;
+
+/// What `umbra up` was asked to do.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub policy: PathBuf,
+    pub key: PathBuf,
+    pub interface: String,
+    /// `None`: the port of this node's endpoint in the policy, else 51820.
+    pub listen_port: Option<u16>,
+    pub mtu: u32,
+    pub hosts_file: PathBuf,
+}
+
+/// Reads and loads the policy file, rendering errors for the terminal.
+pub fn load_policy(path: &Path) -> Result<(String, Policy), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+    let policy = Policy::load(&text, &path.display().to_string(), SystemTime::now())
+        .map_err(|e| e.to_string())?;
+    Ok((text, policy))
+}
+
+/// One line for a log: the first error and how many more there are.
+fn one_line(e: &PolicyError) -> String {
+    let mut errors = e.errors();
+    let first = errors.next().map(|d| {
+        let crate::policy::Span { line, col, .. } = d.span;
+        format!("{}:{line}:{col}: {}", e.file, d.message)
+    });
+    let more = errors.count();
+    match (first, more) {
+        (Some(f), 0) => f,
+        (Some(f), n) => format!("{f} (and {n} more errors)"),
+        (None, _) => format!("{}: invalid policy", e.file),
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run(config: UpConfig) -> Result<(), String> {
+    // Before any other thread exists, so every thread inherits the mask.
+    let mut signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let key = PrivateKey::load(&config.key).map_err(|e| e.to_string())?;
+    let (text, policy) = load_policy(&config.policy)?;
+    let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
+    let now = Instant::now();
+    let mut engine = Engine::new(
+        policy,
+        key,
+        Options::default(),
+        Box::new(OsEntropy),
+        &mut resolver,
+        now,
+        SystemTime::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    let me = engine.me().clone();
+    let port = config
+        .listen_port
+        .or(me.endpoint.as_ref().map(|e| e.port))
+        .unwrap_or(DEFAULT_PORT);
+    let mut udp = UdpPair::bind(port).map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
+
+    let mut tun = Tun::create(&config.interface).map_err(|e| {
+        format!("cannot create TUN device '{}': {e} (umbra up needs root or CAP_NET_ADMIN and /dev/net/tun)", config.interface)
+    })?;
+    let mut net = Netlink::open().map_err(|e| e.to_string())?;
+    let index = net.link_index(tun.name()).map_err(|e| e.to_string())?;
+    net.set_mtu(index, config.mtu).map_err(|e| e.to_string())?;
+    for a in &me.addresses {
+        net.add_address(index, a.addr(), a.prefix())
+            .map_err(|e| e.to_string())?;
+    }
+    net.set_link_up(index).map_err(|e| e.to_string())?;
+    let mut routes = BTreeSet::new();
+    sync_routes(
+        &mut net,
+        index,
+        &me.addresses,
+        &engine.routed_networks(),
+        &mut routes,
+    );
+
+    info!(
+        "umbra up: node {} ({}), interface {} mtu {}, udp port {}, policy {} with {} peers",
+        me.name,
+        me.key,
+        tun.name(),
+        config.mtu,
+        udp.port(),
+        engine.policy().id(),
+        engine.device().peer_ids().count()
+    );
+
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    tun.register(poll.registry(), PACKETS)
+        .map_err(|e| e.to_string())?;
+    udp.register(poll.registry(), UDP4, UDP6)
+        .map_err(|e| e.to_string())?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+
+    let mut watcher = Watcher::new(&config.policy, &text);
+    let mut lp = Loop {
+        engine: &mut engine,
+        tun: &mut tun,
+        udp: &udp,
+        buf: vec![0u8; BUF_LEN],
+        reply: vec![0u8; BUF_LEN],
+    };
+    lp.engine.connect_all();
+    lp.flush(Instant::now());
+    lp.log_events();
+
+    let mut events = Events::with_capacity(256);
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(format!("event loop failed: {e}"));
+            }
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            match ev.token() {
+                PACKETS => lp.drain_tunnel(now),
+                UDP4 => lp.drain_network(now, false),
+                UDP6 => lp.drain_network(now, true),
+                SIGNALS => loop {
+                    match signals.read() {
+                        Ok(Some(Signal::Stop)) => {
+                            info!("stopping: removing interface {}", lp.tun.name());
+                            return Ok(());
+                        }
+                        Ok(Some(Signal::Reload)) => {
+                            info!("SIGHUP: re-reading {}", config.policy.display());
+                            match watcher.force() {
+                                Some(text) => lp.reload(
+                                    &config,
+                                    &text,
+                                    &mut net,
+                                    index,
+                                    &me.addresses,
+                                    &mut routes,
+                                ),
+                                None => info!("policy unchanged ({})", lp.engine.policy().id()),
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(format!("reading signals failed: {e}")),
+                    }
+                },
+                _ => {}
+            }
+        }
+        lp.flush(now);
+        if now >= next_tick {
+            lp.engine.tick(now, SystemTime::now());
+            if let Some(text) = watcher.poll() {
+                info!("{} changed: reloading", config.policy.display());
+                lp.reload(&config, &text, &mut net, index, &me.addresses, &mut routes);
+            }
+            lp.flush(now);
+            lp.log_events();
+            next_tick = now + TICK;
+        }
+    }
+}
+
+/// Installs routes for mesh networks not already on-link through one of
+/// our own address prefixes, and removes routes no longer needed.
+fn sync_routes(
+    net: &mut Netlink,
+    index: u32,
+    own: &[IpNet],
+    wanted: &[IpNet],
+    installed: &mut BTreeSet<(String, u8)>,
+) {
+    let want: BTreeSet<(String, u8)> = wanted
+        .iter()
+        .filter(|n| !own.iter().any(|o| o.network().contains_net(n)))
+        .map(|n| (n.network().addr().to_string(), n.prefix()))
+        .collect();
+    for (addr, prefix) in installed.difference(&want) {
+        if let Ok(ip) = addr.parse() {
+            if let Err(e) = net.del_route(index, ip, *prefix) {
+                warn!("cannot remove route {addr}/{prefix}: {e}");
+            }
+        }
+    }
+    for (addr, prefix) in want.difference(installed) {
+        if let Ok(ip) = addr.parse() {
+            if let Err(e) = net.add_route(index, ip, *prefix) {
+                warn!("cannot add route {addr}/{prefix}: {e}");
+            }
+        }
+    }
+    *installed = want;
+}
+
+struct Loop<'a> {
+    engine: &'a mut Engine,
+    tun: &'a mut Tun,
+    udp: &'a UdpPair,
+    buf: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl Loop<'_> {
+    fn send_udp(udp: &UdpPair, bytes: &[u8], to: SocketAddr) {
+        // A full socket buffer drops the datagram, as a router would.
+        if let Err(e) = udp.send_to(bytes, to) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                crate::debug!("udp send to {to} failed: {e}");
+            }
+        }
+    }
+
+    fn drain_tunnel(&mut self, now: Instant) {
+        loop {
+            let Some(room) = self.buf.get_mut(DATA_HEADER_LEN..BUF_LEN - 64) else {
+                return;
+            };
+            let n = match self.tun.recv(room) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("reading {} failed: {e}", self.tun.name());
+                    return;
+                }
+            };
+            match self.engine.outbound(now, &mut self.buf, n) {
+                Outbound::Send(t) => Self::send_udp(
+                    self.udp,
+                    self.buf.get(..t.len).unwrap_or_default(),
+                    t.endpoint,
+                ),
+                Outbound::Local(reply) => {
+                    let _ = self.tun.send(reply);
+                }
+                Outbound::Queued | Outbound::Dropped(_) => {}
+            }
+        }
+    }
+
+    fn drain_network(&mut self, now: Instant, v6: bool) {
+        loop {
+            let socket = if v6 {
+                self.udp.v6()
+            } else {
+                Some(self.udp.v4())
+            };
+            let Some(socket) = socket else { return };
+            let (n, src) = match recv_from(socket, &mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    crate::debug!("udp receive failed: {e}");
+                    return;
+                }
+            };
+            let Some(datagram) = self.buf.get_mut(..n) else {
+                continue;
+            };
+            match self.engine.inbound(now, src, datagram, &mut self.reply) {
+                Inbound::Deliver(p) => {
+                    if let Err(e) = self.tun.send(p) {
+                        crate::debug!("writing to {} failed: {e}", self.tun.name());
+                    }
+                }
+                Inbound::Reply(r) => Self::send_udp(self.udp, r, src),
+                Inbound::Send(t) => Self::send_udp(
+                    self.udp,
+                    self.reply.get(..t.len).unwrap_or_default(),
+                    t.endpoint,
+                ),
+                Inbound::Nothing | Inbound::Dropped(_) => {}
+            }
+        }
+    }
+
+    /// Sends everything the tunnel engine has queued.
+    fn flush(&mut self, now: Instant) {
+        while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
+            Self::send_udp(
+                self.udp,
+                self.buf.get(..t.len).unwrap_or_default(),
+                t.endpoint,
+            );
+        }
+    }
+
+    fn log_events(&mut self) {
+        while let Some(e) = self.engine.poll_event() {
+            crate::log::log(e.level(), format_args!("{e}"));
+        }
+    }
+
+    fn reload(
+        &mut self,
+        config: &UpConfig,
+        text: &str,
+        net: &mut Netlink,
+        index: u32,
+        own: &[IpNet],
+        routes: &mut BTreeSet<(String, u8)>,
+    ) {
+        let old = self.engine.policy().id();
+        let name = config.policy.display().to_string();
+        let policy = match Policy::load(text, &name, SystemTime::now()) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(
+                    "policy reload rejected, still running policy {old}: {}",
+                    one_line(&e)
+                );
+                return;
+            }
+        };
+        let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
+        if let Err(e) = self.engine.reload(policy, &mut resolver, SystemTime::now()) {
+            warn!("policy reload rejected, still running policy {old}: {e}");
+            return;
+        }
+        if self.engine.me().addresses != own {
+            warn!(
+                "this node's tunnel addresses changed in the policy; restart umbra to apply them"
+            );
+        }
+        sync_routes(net, index, own, &self.engine.routed_networks(), routes);
+        self.log_events();
+    }
+}

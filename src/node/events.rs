@@ -1,0 +1,138 @@
+//! What the engine reports to its operator: the edge drains these and logs
+//! them, tests assert on them. Bounded so a flood cannot grow memory.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::policy::PolicyId;
+
+/// How loud an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+}
+
+/// One flow, as logs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowDesc {
+    /// The peer node's name on the other end.
+    pub peer: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// Destination port, or ICMP type.
+    pub port: u16,
+    /// True for packets from the local tunnel towards the peer.
+    pub outbound: bool,
+}
+
+impl fmt::Display for FlowDesc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            1 | 58 => "icmp".to_string(),
+            n => format!("proto-{n}"),
+        };
+        let arrow = if self.outbound { "to" } else { "from" };
+        write!(
+            f,
+            "{proto} {} -> {} port {} ({arrow} {})",
+            self.src, self.dst, self.port, self.peer
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A policy took effect.
+    PolicyApplied {
+        id: PolicyId,
+        peers: usize,
+        flows_cut: usize,
+        peers_removed: usize,
+    },
+    /// An audit rule matched a new flow; it was not enforced.
+    Audit {
+        rule: String,
+        would: &'static str,
+        flow: FlowDesc,
+    },
+    /// A new flow was refused by the policy.
+    Denied {
+        rule: Option<String>,
+        rejected: bool,
+        flow: FlowDesc,
+    },
+    /// A peer's sessions were dropped because the policy removed or
+    /// quarantined it.
+    PeerRemoved {
+        name: String,
+    },
+    PeerAdded {
+        name: String,
+    },
+    /// A peer's endpoint or preshared key could not be resolved.
+    PeerProblem {
+        name: String,
+        problem: String,
+    },
+}
+
+impl Event {
+    pub fn level(&self) -> Level {
+        match self {
+            Event::Denied { .. } => Level::Debug,
+            Event::PeerProblem { .. } => Level::Warn,
+            _ => Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::PolicyApplied { id, peers, flows_cut, peers_removed } => write!(
+                f,
+                "policy {id} applied: {peers} peers, {peers_removed} removed, {flows_cut} flows no longer allowed were cut"
+            ),
+            Event::Audit { rule, would, flow } => write!(f, "audit rule '{rule}' would {would}: {flow}"),
+            Event::Denied { rule, rejected, flow } => {
+                let how = if *rejected { "rejected" } else { "dropped" };
+                match rule {
+                    Some(r) => write!(f, "{how} by rule '{r}': {flow}"),
+                    None => write!(f, "{how} (no rule allows it): {flow}"),
+                }
+            }
+            Event::PeerRemoved { name } => write!(f, "peer {name} removed; its sessions were dropped"),
+            Event::PeerAdded { name } => write!(f, "peer {name} added"),
+            Event::PeerProblem { name, problem } => write!(f, "peer {name}: {problem}"),
+        }
+    }
+}
+
+/// A bounded queue of events; the oldest are dropped (and counted) when full.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    queue: VecDeque<Event>,
+    pub lost: u64,
+}
+
+const CAPACITY: usize = 1024;
+
+impl EventQueue {
+    pub fn push(&mut self, e: Event) {
+        if self.queue.len() >= CAPACITY {
+            self.queue.pop_front();
+            self.lost += 1;
+        }
+        self.queue.push_back(e);
+    }
+
+    pub fn pop(&mut self) -> Option<Event> {
+        self.queue.pop_front()
+    }
+}

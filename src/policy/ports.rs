@@ -1,0 +1,249 @@
+//! Protocols and ports: what a service offers and what a packet carries.
+
+use std::fmt;
+
+pub const ICMP: u8 = 1;
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const GRE: u8 = 47;
+pub const ESP: u8 = 50;
+pub const ICMP6: u8 = 58;
+pub const SCTP: u8 = 132;
+
+/// One protocol with an inclusive range of ports (or ICMP types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub proto: u8,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, proto: u8, port: u16) -> bool {
+        self.proto == proto && self.lo <= port && port <= self.hi
+    }
+}
+
+/// What a service offers: every protocol, or a list of protocol/port ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct PortSet {
+    pub any: bool,
+    pub ranges: Vec<PortRange>,
+}
+
+impl PortSet {
+    pub fn contains(&self, proto: u8, port: u16) -> bool {
+        self.any || self.ranges.iter().any(|r| r.contains(proto, port))
+    }
+}
+
+/// True for protocols whose packets carry a port or an ICMP type we match on.
+pub fn has_ports(proto: u8) -> bool {
+    matches!(proto, TCP | UDP | SCTP | ICMP | ICMP6)
+}
+
+fn is_icmp(proto: u8) -> bool {
+    proto == ICMP || proto == ICMP6
+}
+
+/// The protocol number for a name or a decimal number.
+pub fn proto_by_name(name: &str) -> Option<u8> {
+    match name {
+        "tcp" => Some(TCP),
+        "udp" => Some(UDP),
+        "icmp" => Some(ICMP),
+        "icmp6" | "ipv6-icmp" => Some(ICMP6),
+        "sctp" => Some(SCTP),
+        "gre" => Some(GRE),
+        "esp" => Some(ESP),
+        _ if !name.is_empty() && name.len() <= 3 && name.bytes().all(|b| b.is_ascii_digit()) => {
+            name.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        TCP => "tcp".into(),
+        UDP => "udp".into(),
+        ICMP => "icmp".into(),
+        ICMP6 => "icmp6".into(),
+        SCTP => "sctp".into(),
+        GRE => "gre".into(),
+        ESP => "esp".into(),
+        p => format!("proto/{p}"),
+    }
+}
+
+/// Parses a decimal number up to `max`, refusing signs and leading junk.
+pub fn parse_num(s: &str, max: u32) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u32>().ok().filter(|v| *v <= max)
+}
+
+/// Parses `N` or `N-M` bounded by `max`.
+pub fn parse_range(s: &str, max: u32) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let what = if max == 255 { "type" } else { "port" };
+    let lo = parse_num(a, max)
+        .ok_or_else(|| format!("expected a {what} number from 0 to {max}, found `{a}`"))?;
+    let hi = parse_num(b, max)
+        .ok_or_else(|| format!("expected a {what} number from 0 to {max}, found `{b}`"))?;
+    if lo > hi {
+        return Err(format!("a range must go from low to high, found `{s}`"));
+    }
+    Ok((lo as u16, hi as u16))
+}
+
+/// One item of a service's port list, as written.
+pub enum PortItem {
+    Any,
+    /// `ping`: ICMP echo request on both IPv4 and IPv6.
+    Ping,
+    /// A protocol with no port list: every port (or type).
+    Proto(u8),
+    /// A protocol and one range of ports (or ICMP types).
+    Range(u8, u16, u16),
+}
+
+/// Parses one written item such as `tcp/80`, `udp/5000-5100`, `icmp/8`,
+/// `proto/47`, `ping` or `any`. `prev` is the protocol of the previous
+/// item so that `tcp/80,443` reads `443` as a TCP port.
+pub fn parse_port_item(s: &str, prev: Option<u8>) -> Result<PortItem, String> {
+    const EXPECTED: &str =
+        "expected `any`, `ping`, a protocol (tcp, udp, sctp, icmp, icmp6, gre, esp, proto/N) \
+                            optionally followed by /PORT, /PORT-PORT or /TYPE";
+    match s {
+        "any" => return Ok(PortItem::Any),
+        "ping" => return Ok(PortItem::Ping),
+        _ => {}
+    }
+    let (proto_text, ports) = match s.split_once('/') {
+        Some(("proto", rest)) => match rest.split_once('/') {
+            Some((n, p)) => (n, Some(p)),
+            None => (rest, None),
+        },
+        Some((p, rest)) => (p, Some(rest)),
+        None => (s, None),
+    };
+    let proto = match proto_by_name(proto_text) {
+        Some(p) => p,
+        None if s.bytes().next().is_some_and(|b| b.is_ascii_digit()) => {
+            let Some(p) = prev.filter(|p| has_ports(*p)) else {
+                return Err(format!(
+                    "a bare port `{s}` must follow a protocol, as in tcp/80,{s}"
+                ));
+            };
+            let max = if is_icmp(p) { 255 } else { 65535 };
+            let (lo, hi) = parse_range(s, max)?;
+            return Ok(PortItem::Range(p, lo, hi));
+        }
+        None => return Err(format!("{EXPECTED}, found `{s}`")),
+    };
+    match ports {
+        None => Ok(PortItem::Proto(proto)),
+        Some(p) if !has_ports(proto) => Err(format!(
+            "protocol {} has no ports, write just `{}` (found `/{p}`)",
+            proto_name(proto),
+            proto_name(proto)
+        )),
+        Some(p) => {
+            let max = if is_icmp(proto) { 255 } else { 65535 };
+            let (lo, hi) = parse_range(p, max)?;
+            Ok(PortItem::Range(proto, lo, hi))
+        }
+    }
+}
+
+impl PortSet {
+    pub fn add(&mut self, item: &PortItem) {
+        match *item {
+            PortItem::Any => self.any = true,
+            PortItem::Ping => {
+                self.ranges.push(PortRange {
+                    proto: ICMP,
+                    lo: 8,
+                    hi: 8,
+                });
+                self.ranges.push(PortRange {
+                    proto: ICMP6,
+                    lo: 128,
+                    hi: 128,
+                });
+            }
+            PortItem::Proto(p) => self.ranges.push(PortRange {
+                proto: p,
+                lo: 0,
+                hi: u16::MAX,
+            }),
+            PortItem::Range(p, lo, hi) => self.ranges.push(PortRange { proto: p, lo, hi }),
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = proto_name(self.proto);
+        if self.lo == 0 && self.hi == u16::MAX || !has_ports(self.proto) {
+            f.write_str(&name)
+        } else if self.lo == self.hi {
+            write!(f, "{name}/{}", self.lo)
+        } else {
+            write!(f, "{name}/{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.any {
+            return f.write_str("any");
+        }
+        let parts: Vec<String> = self.ranges.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// A concrete packet's protocol and destination port (or ICMP type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flow {
+    pub proto: u8,
+    pub port: u16,
+}
+
+impl Flow {
+    /// Parses `PORT/PROTO` (`443/tcp`, `8/icmp`, `0/gre`, `0/47`).
+    pub fn parse(s: &str) -> Result<Flow, String> {
+        let Some((port, proto)) = s.split_once('/') else {
+            return Err(format!(
+                "expected PORT/PROTO such as 443/tcp or 8/icmp, found `{s}`"
+            ));
+        };
+        let proto = proto_by_name(proto)
+            .ok_or_else(|| format!("expected a protocol name (tcp, udp, sctp, icmp, icmp6, gre, esp) or number, found `{proto}`"))?;
+        let max = if is_icmp(proto) { 255 } else { 65535 };
+        let port = parse_num(port, max).ok_or_else(|| {
+            format!(
+                "expected a {} from 0 to {max}, found `{port}`",
+                if max == 255 { "type" } else { "port" }
+            )
+        })?;
+        // Protocols without ports are matched on the protocol alone.
+        let port = if has_ports(proto) { port as u16 } else { 0 };
+        Ok(Flow { proto, port })
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.proto {
+            TCP | UDP | SCTP | ICMP | ICMP6 => {
+                write!(f, "{}/{}", self.port, proto_name(self.proto))
+            }
+            p => write!(f, "0/{p}"),
+        }
+    }
+}

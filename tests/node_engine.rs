@@ -1,0 +1,443 @@
+//! The node engine (policy + conntrack + tunnel) between several in-process
+//! nodes: enforcement, cloaking, return traffic, spoofing, reload.
+
+mod flow_support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use flow_support::{echo, tcp, udp};
+use umbra::keys::{PresharedKey, PrivateKey};
+use umbra::node::engine::{Drop, BUF_LEN};
+use umbra::node::events::Event;
+use umbra::node::{Engine, Inbound, Options, Outbound, PeerResolver};
+use umbra::policy::{Host, Node, Policy};
+use umbra::tunnel::{Dropped, SeededEntropy};
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+
+struct Resolver;
+impl PeerResolver for Resolver {
+    fn preshared_key(&mut self, _: &Node) -> Result<PresharedKey, String> {
+        Ok(PresharedKey::none())
+    }
+    fn endpoint(&mut self, node: &Node) -> Result<Option<SocketAddr>, String> {
+        Ok(node.endpoint.as_ref().and_then(|e| match e.host {
+            Host::Ip(ip) => Some(SocketAddr::new(ip, e.port)),
+            Host::Name(_) => None,
+        }))
+    }
+}
+
+fn key(i: u8) -> PrivateKey {
+    PrivateKey::from_bytes([i + 1; 32])
+}
+
+fn tun(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 9, 0, i + 1)
+}
+
+fn underlay(i: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, i + 1)), 51820)
+}
+
+const NAMES: [&str; 4] = ["web", "api", "db", "evil"];
+
+/// The shared policy; `extra` lines are appended (rules under test).
+fn policy_text(extra: &str) -> String {
+    let mut t = String::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let i = i as u8;
+        t += &format!(
+            "node {name} key {} addr {}/24 endpoint {} roles {name}\n",
+            key(i).public_key(),
+            tun(i),
+            underlay(i)
+        );
+    }
+    t += "service api-http role:api tcp/8080\n";
+    t += "service pg role:db tcp/5432 ping\n";
+    t += "service evil-svc role:evil tcp/1\n";
+    t += "allow role:web -> api-http as web-api\n";
+    t += "allow role:api -> pg as api-db\n";
+    t += "allow role:evil -> evil-svc as evil-self\n";
+    t += "allow role:db -> evil-svc as db-evil\n";
+    t += "deny role:web -> pg reject as web-never-db\n";
+    t += extra;
+    t
+}
+
+fn load(text: &str) -> Policy {
+    Policy::load(text, "test.policy", SystemTime::now()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Mesh {
+    nodes: Vec<Engine>,
+    now: Instant,
+    /// Packets each node delivered to its tunnel.
+    delivered: Vec<Vec<Vec<u8>>>,
+    /// Datagrams that arrived at each node.
+    arrived: Vec<usize>,
+    /// Datagrams sent back to unknown addresses (not a mesh node).
+    stray: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Mesh {
+    fn new(text: &str) -> Mesh {
+        let policy = load(text);
+        let now = Instant::now();
+        let nodes: Vec<Engine> = (0..NAMES.len() as u8)
+            .map(|i| {
+                Engine::new(
+                    policy.clone(),
+                    key(i),
+                    Options::default(),
+                    Box::new(SeededEntropy::new(u64::from(i))),
+                    &mut Resolver,
+                    now,
+                    SystemTime::now(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let n = nodes.len();
+        Mesh {
+            nodes,
+            now,
+            delivered: vec![Vec::new(); n],
+            arrived: vec![0; n],
+            stray: Vec::new(),
+        }
+    }
+
+    fn index_of(addr: SocketAddr) -> Option<usize> {
+        (0..NAMES.len() as u8).position(|i| underlay(i) == addr)
+    }
+
+    /// Node `from` writes `packet` into its tunnel; runs the network until
+    /// quiet. Returns what the sender got back locally (reject replies).
+    fn send(&mut self, from: usize, packet: &[u8]) -> Result<(), Drop> {
+        let mut buf = vec![0u8; BUF_LEN];
+        buf[16..16 + packet.len()].copy_from_slice(packet);
+        let mut wire = Vec::new();
+        let result = match self.nodes[from].outbound(self.now, &mut buf, packet.len()) {
+            Outbound::Send(t) => {
+                wire.push((underlay(from as u8), t.endpoint, buf[..t.len].to_vec()));
+                Ok(())
+            }
+            Outbound::Queued => Ok(()),
+            Outbound::Local(reply) => {
+                self.delivered[from].push(reply.to_vec());
+                Ok(())
+            }
+            Outbound::Dropped(d) => Err(d),
+        };
+        self.run(wire);
+        result
+    }
+
+    fn run(&mut self, mut wire: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+        for _ in 0..50 {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let mut buf = vec![0u8; BUF_LEN];
+                while let Some(t) = node.poll_transmit(self.now, &mut buf) {
+                    wire.push((underlay(i as u8), t.endpoint, buf[..t.len].to_vec()));
+                }
+            }
+            if wire.is_empty() {
+                return;
+            }
+            for (src, dst, mut d) in std::mem::take(&mut wire) {
+                let Some(j) = Self::index_of(dst) else {
+                    self.stray.push((dst, d));
+                    continue;
+                };
+                self.arrived[j] += 1;
+                let mut reply = vec![0u8; BUF_LEN];
+                match self.nodes[j].inbound(self.now, src, &mut d, &mut reply) {
+                    Inbound::Deliver(p) => self.delivered[j].push(p.to_vec()),
+                    Inbound::Reply(r) => wire.push((dst, src, r.to_vec())),
+                    Inbound::Send(t) => wire.push((dst, t.endpoint, reply[..t.len].to_vec())),
+                    Inbound::Nothing | Inbound::Dropped(_) => {}
+                }
+            }
+        }
+        panic!("network never went quiet");
+    }
+
+    fn take(&mut self, i: usize) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.delivered[i])
+    }
+
+    fn events(&mut self, i: usize) -> Vec<Event> {
+        std::iter::from_fn(|| self.nodes[i].poll_event()).collect()
+    }
+}
+
+const WEB: usize = 0;
+const API: usize = 1;
+const DB: usize = 2;
+const EVIL: usize = 3;
+
+#[test]
+fn allowed_flow_and_its_return_traffic_pass() {
+    let mut m = Mesh::new(&policy_text(""));
+    let syn = tcp(tun(0), tun(1), (40000, 8080), SYN, 1, 0, b"");
+    m.send(WEB, &syn).unwrap();
+    assert_eq!(m.take(API), vec![syn]);
+    // No rule lets api open connections to web: only conntrack admits this.
+    let synack = tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b"");
+    m.send(API, &synack).unwrap();
+    assert_eq!(m.take(WEB), vec![synack]);
+    let data = tcp(
+        tun(0),
+        tun(1),
+        (40000, 8080),
+        ACK,
+        2,
+        8,
+        b"GET / HTTP/1.1\r\n",
+    );
+    m.send(WEB, &data).unwrap();
+    assert_eq!(m.take(API), vec![data]);
+    // A new connection from api to web is refused at api before sending.
+    let rogue = tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b"");
+    assert_eq!(m.send(API, &rogue), Err(Drop::Denied));
+    assert!(m.take(WEB).is_empty());
+}
+
+#[test]
+fn udp_and_ping_follow_the_rules() {
+    let mut m = Mesh::new(&policy_text(""));
+    let ping = echo(tun(1), tun(2), true, 9, 1);
+    m.send(API, &ping).unwrap();
+    assert_eq!(m.take(DB), vec![ping]);
+    let pong = echo(tun(2), tun(1), false, 9, 1);
+    m.send(DB, &pong).unwrap();
+    assert_eq!(m.take(API), vec![pong]);
+    let dns = udp(tun(1), tun(2), (5000, 53), b"q");
+    assert_eq!(m.send(API, &dns), Err(Drop::Denied));
+}
+
+#[test]
+fn reject_rule_answers_locally_and_sends_nothing() {
+    let mut m = Mesh::new(&policy_text(""));
+    let syn = tcp(tun(0), tun(2), (40000, 5432), SYN, 1, 0, b"");
+    m.send(WEB, &syn).unwrap();
+    let replies = m.take(WEB);
+    assert_eq!(replies.len(), 1, "a RST comes back into web's own tunnel");
+    let rst = umbra::wire::classify(&replies[0]).unwrap();
+    assert_eq!((rst.src, rst.dst), (IpAddr::V4(tun(2)), IpAddr::V4(tun(0))));
+    assert_eq!(m.arrived[DB], 0, "db never saw a thing");
+    let denied = m
+        .events(WEB)
+        .into_iter()
+        .any(|e| matches!(e, Event::Denied { rejected: true, .. }));
+    assert!(denied);
+}
+
+#[test]
+fn receiver_enforces_even_if_the_sender_does_not() {
+    // evil runs a doctored policy that lets it reach db; db's copy does not.
+    let mut m = Mesh::new(&policy_text(""));
+    let doctored = load(&policy_text("allow role:evil -> pg as doctored\n"));
+    m.nodes[EVIL] = Engine::new(
+        doctored,
+        key(3),
+        Options::default(),
+        Box::new(SeededEntropy::new(77)),
+        &mut Resolver,
+        m.now,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let syn = tcp(tun(3), tun(2), (1234, 5432), SYN, 1, 0, b"");
+    m.send(EVIL, &syn).unwrap();
+    assert!(m.arrived[DB] > 0, "the packet reached db");
+    assert!(m.take(DB).is_empty(), "and db dropped it");
+    assert_eq!(m.nodes[DB].drops().get(&Drop::Denied), Some(&1));
+    assert!(m.take(EVIL).is_empty(), "no RST, no ICMP: silence");
+}
+
+#[test]
+fn spoofed_inner_source_is_dropped() {
+    let mut m = Mesh::new(&policy_text(""));
+    // evil runs a doctored policy that lets it reach db, and claims to be web.
+    let doctored = load(&policy_text("allow role:evil -> pg as doctored\n"));
+    let mut evil = Engine::new(
+        doctored,
+        key(3),
+        Options::default(),
+        Box::new(SeededEntropy::new(77)),
+        &mut Resolver,
+        m.now,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let spoofed = tcp(tun(0), tun(2), (1234, 5432), SYN, 1, 0, b"");
+    let mut buf = vec![0u8; BUF_LEN];
+    buf[16..16 + spoofed.len()].copy_from_slice(&spoofed);
+    assert_eq!(
+        evil.outbound(m.now, &mut buf, spoofed.len()),
+        Outbound::Queued
+    );
+    let t = evil.poll_transmit(m.now, &mut buf).unwrap();
+    m.nodes[EVIL] = evil;
+    m.run(vec![(underlay(3), t.endpoint, buf[..t.len].to_vec())]);
+    assert!(m.arrived[DB] >= 2, "handshake and data reached db");
+    assert!(m.take(DB).is_empty());
+    assert_eq!(m.nodes[DB].drops().get(&Drop::Spoofed), Some(&1));
+}
+
+#[test]
+fn unknown_key_gets_no_answer_at_all() {
+    let mut m = Mesh::new(&policy_text(""));
+    // A stranger with its own policy naming db, but db does not know it.
+    let stranger_text = format!(
+        "{}node stranger key {} addr 10.9.0.99/24 endpoint 192.0.2.99:51820 roles x\n\
+         service all role:db any\nallow role:x -> all\n",
+        policy_text(""),
+        key(50).public_key()
+    );
+    let mut s = Engine::new(
+        load(&stranger_text),
+        key(50),
+        Options::default(),
+        Box::new(SeededEntropy::new(5)),
+        &mut Resolver,
+        m.now,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; BUF_LEN];
+    let p = tcp(
+        Ipv4Addr::new(10, 9, 0, 99),
+        tun(2),
+        (1, 5432),
+        SYN,
+        0,
+        0,
+        b"",
+    );
+    buf[16..16 + p.len()].copy_from_slice(&p);
+    assert_eq!(s.outbound(m.now, &mut buf, p.len()), Outbound::Queued);
+    let t = s.poll_transmit(m.now, &mut buf).unwrap();
+    assert_eq!(buf[0], 1, "a handshake initiation");
+    let mut d = buf[..t.len].to_vec();
+    let mut reply = vec![0u8; BUF_LEN];
+    assert_eq!(
+        m.nodes[DB].inbound(
+            m.now,
+            SocketAddr::from(([192, 0, 2, 99], 51820)),
+            &mut d,
+            &mut reply
+        ),
+        Inbound::Dropped(Drop::Tunnel(Dropped::UnknownPeer))
+    );
+    assert!(m.nodes[DB].poll_transmit(m.now, &mut buf).is_none());
+}
+
+#[test]
+fn nodes_without_any_path_are_not_even_peers() {
+    let m = Mesh::new(&policy_text(""));
+    // web and db share only a deny rule: no handshake between them is answered.
+    let web_key = key(0).public_key();
+    assert!(m.nodes[DB].device().peer_id(&web_key).is_none());
+    assert!(m.nodes[API].device().peer_id(&web_key).is_some());
+}
+
+#[test]
+fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
+    let mut m = Mesh::new(&policy_text(""));
+    let syn = tcp(tun(0), tun(1), (40000, 8080), SYN, 1, 0, b"");
+    m.send(WEB, &syn).unwrap();
+    m.send(API, &tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b""))
+        .unwrap();
+    let ping = echo(tun(1), tun(2), true, 9, 1);
+    m.send(API, &ping).unwrap();
+    m.take(WEB);
+    m.take(API);
+    m.take(DB);
+
+    // Remove web -> api everywhere.
+    let text = policy_text("").replace("allow role:web -> api-http as web-api\n", "");
+    let new = load(&text);
+    for n in &mut m.nodes {
+        n.reload(new.clone(), &mut Resolver, SystemTime::now())
+            .unwrap();
+    }
+    let applied = m.events(API).into_iter().rev().find_map(|e| match e {
+        Event::PolicyApplied { flows_cut, .. } => Some(flows_cut),
+        _ => None,
+    });
+    assert!(applied.is_some_and(|c| c >= 1), "{applied:?}");
+    let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"more");
+    assert_eq!(
+        m.send(WEB, &data),
+        Err(Drop::Denied),
+        "the open connection is cut"
+    );
+    assert!(m.take(API).is_empty());
+    // The unrelated api -> db flow still passes.
+    let ping2 = echo(tun(1), tun(2), true, 9, 2);
+    m.send(API, &ping2).unwrap();
+    assert_eq!(m.take(DB), vec![ping2]);
+}
+
+#[test]
+fn quarantine_drops_sessions_at_once() {
+    let mut m = Mesh::new(&policy_text(""));
+    let ping = echo(tun(1), tun(2), true, 9, 1);
+    m.send(API, &ping).unwrap();
+    assert_eq!(m.take(DB).len(), 1);
+    let new = load(&policy_text("quarantine node:api as incident\n"));
+    m.nodes[DB]
+        .reload(new, &mut Resolver, SystemTime::now())
+        .unwrap();
+    assert!(m
+        .events(DB)
+        .contains(&Event::PeerRemoved { name: "api".into() }));
+    // api still has its old session: its packets now die at db.
+    m.send(API, &echo(tun(1), tun(2), true, 9, 2)).unwrap();
+    assert!(m.take(DB).is_empty());
+    assert_eq!(
+        m.nodes[DB]
+            .drops()
+            .get(&Drop::Tunnel(Dropped::UnknownIndex)),
+        Some(&1)
+    );
+}
+
+#[test]
+fn a_policy_without_this_node_is_refused_and_the_old_one_stays() {
+    let mut m = Mesh::new(&policy_text(""));
+    let other = format!(
+        "node solo key {} addr 10.1.1.1/32 roles x\n",
+        key(60).public_key()
+    );
+    let err = m.nodes[API]
+        .reload(load(&other), &mut Resolver, SystemTime::now())
+        .unwrap_err();
+    assert!(err.to_string().contains("not in the policy"), "{err}");
+    let ping = echo(tun(1), tun(2), true, 9, 1);
+    m.send(API, &ping).unwrap();
+    assert_eq!(m.take(DB), vec![ping]);
+}
+
+#[test]
+fn audit_rules_are_logged_not_enforced() {
+    let mut m = Mesh::new(&policy_text(
+        "service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n",
+    ));
+    let syn = tcp(tun(0), tun(1), (40000, 22), SYN, 1, 0, b"");
+    assert_eq!(m.send(WEB, &syn), Err(Drop::Denied), "audit does not allow");
+    let audits: Vec<_> = m
+        .events(WEB)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Audit { .. }))
+        .collect();
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert!(audits[0].to_string().contains("ssh-dryrun"));
+}
