@@ -396,6 +396,15 @@ fn all_seeds() -> Seeds {
             ),
         ],
     );
+    let mut policies: Vec<(String, Vec<u8>)> = Vec::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-examples");
+    for entry in std::fs::read_dir(examples).expect("policy-examples/") {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        policies.push((name, std::fs::read(&path).unwrap()));
+    }
+    policies.sort();
+    seeds.insert("policy", policies);
     seeds
 }
 

@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("classify", classify),
     ("conntrack", conntrack),
     ("keys", keys),
+    ("policy", policy),
 ];
 
 /// A cursor over the fuzzer's bytes. Every read returns `None` once the
@@ -278,6 +279,78 @@ pub fn keys(data: &[u8]) {
     let again = PrivateKey::from_base64(&private.to_base64()).expect("re-encoded private key");
     assert_eq!(again.as_bytes(), private.as_bytes());
     let _ = (format!("{public:?}"), public.to_string());
+}
+
+/// `policy`: the input is policy text (invalid UTF-8 is replaced, so byte
+/// mutations still reach the lexer). Whatever parses is linted, its
+/// `expect` lines run, and it is compiled for every node; each table must
+/// agree with the reference evaluator on probe flows (which start every
+/// port range the policy names) for every node address and served network,
+/// and peer sets must be symmetric.
+pub fn policy(data: &[u8]) {
+    use crate::policy::{eval, Flow, Policy};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let text = String::from_utf8_lossy(data);
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let _ = Policy::check(&text, "fuzz.policy", now);
+    let Ok(p) = Policy::parse(&text, "fuzz.policy") else {
+        return;
+    };
+    let nodes = p.nodes();
+    // Bounds the cubic check below; real policies are not the point here.
+    if nodes.len() > 12 {
+        return;
+    }
+    let tables: Vec<_> = nodes.iter().map(|n| p.compile_for(n.id, now)).collect();
+    let mut probes = eval::probe_flows(&p.model);
+    probes.truncate(48);
+    probes.extend(
+        [(6, 0), (17, 65535), (1, 8), (58, 128), (47, 0)].map(|(proto, port)| Flow { proto, port }),
+    );
+    for via in nodes {
+        let mut dsts: Vec<_> = via.addresses.iter().map(|a| a.addr()).collect();
+        dsts.extend(via.serves.iter().map(|s| s.addr()));
+        for &dst in &dsts {
+            for src in nodes {
+                for &flow in &probes {
+                    let want = p.evaluate(src.id, via.id, dst, flow, now);
+                    let table = &tables[via.id.index()];
+                    let got = table.ingress(src.id, dst, flow.proto, flow.port);
+                    assert_eq!(
+                        got, want,
+                        "ingress {} -> {dst} via {} {flow:?}",
+                        src.name, via.name
+                    );
+                    if src.id != via.id {
+                        let got = tables[src.id.index()].egress(via.id, dst, flow.proto, flow.port);
+                        assert_eq!(
+                            got, want,
+                            "egress {} -> {dst} via {} {flow:?}",
+                            src.name, via.name
+                        );
+                        if want.allowed() {
+                            assert!(
+                                table.is_peer(src.id) && tables[src.id.index()].is_peer(via.id)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for t in &tables {
+        for peer in t.peers() {
+            assert!(t.is_peer(*peer));
+            assert!(
+                tables[peer.index()].is_peer(t.node()),
+                "peer sets are not symmetric"
+            );
+        }
+        if let Some(when) = t.next_expiry() {
+            assert!(when > now, "next expiry in the past");
+        }
+    }
 }
 
 /// One monotonic instant per process: targets measure time from here, so a
