@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Regenerates the committed fuzz corpora (fuzz/corpus/<target>/) from the
-# seed generator in tests/fuzz_seeds.rs (real handshakes, data messages,
-# inner packets), merged with what is already committed and with anything
-# a local fuzz run found (fuzz/target/found/<target>/, see scripts/fuzz.sh),
-# then minimized with `cargo fuzz cmin` so only inputs adding coverage stay.
+# Rebuilds the committed fuzz corpora (fuzz/corpus/<target>/) from the seed
+# generator in tests/fuzz_seeds.rs (real handshakes, data messages, inner
+# packets, policy examples) plus the small inputs (<= 256 bytes) that local
+# fuzz runs found (fuzz/target/found/<target>/, see scripts/fuzz.sh), then
+# minimizes them with `cargo fuzz cmin` so only inputs adding coverage stay.
+# The size cap keeps the committed corpus to a few hundred KB; the larger
+# finds stay in fuzz/target/found and keep feeding local runs.
 #
 # Usage: scripts/fuzz-seeds.sh [TARGET...]   (default: every target)
 set -euo pipefail
@@ -18,10 +20,11 @@ targets=("$@")
 ((${#targets[@]})) || mapfile -t targets < <(cd fuzz && cargo fuzz list)
 for t in "${targets[@]}"; do
     corpus=fuzz/corpus/$t
+    rm -rf "$corpus"
     mkdir -p "$corpus"
     [[ -d $seeds/$t ]] && cp "$seeds/$t"/* "$corpus/"
-    [[ -d fuzz/target/found/$t ]] && find "fuzz/target/found/$t" -type f -exec cp {} "$corpus/" \;
+    [[ -d fuzz/target/found/$t ]] && find "fuzz/target/found/$t" -type f -size -257c -exec cp {} "$corpus/" \;
     before=$(find "$corpus" -type f | wc -l)
     (cd fuzz && cargo fuzz cmin "$t" "corpus/$t" >/dev/null 2>&1)
-    echo "fuzz-seeds: $t: $before inputs -> $(find "$corpus" -type f | wc -l) after cmin ($(du -sk "$corpus" | cut -f1) KB)"
+    echo "fuzz-seeds: $t: $before inputs -> $(find "$corpus" -type f | wc -l) after cmin ($(du -s --apparent-size -k "$corpus" | cut -f1) KB)"
 done
