@@ -11,7 +11,8 @@ set -euo pipefail
 
 say() { echo "ci-deps: $*"; }
 
-apt_packages=(iproute2 iperf3 tcpdump ncat iputils-ping wireguard-tools wireguard-go file)
+# g++: cargo-fuzz's libfuzzer-sys compiles libFuzzer (C++) from source.
+apt_packages=(iproute2 iperf3 tcpdump ncat iputils-ping wireguard-tools wireguard-go file g++)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -8,6 +8,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conntrack;
+pub mod fuzzing;
 pub mod io;
 pub mod keys;
 pub mod log;
