@@ -20,7 +20,10 @@ use umbra::tunnel::{Config, Device, PeerConfig, Received, SeededEntropy, Sent};
 const ROUNDS: usize = 9;
 // Fewer rounds under a profiler: `UMBRA_BENCH_ROUNDS=1`.
 fn rounds() -> usize {
-    std::env::var("UMBRA_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS)
+    std::env::var("UMBRA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
 }
 const PACKET: usize = 1420;
 
@@ -290,7 +293,11 @@ fn main() {
         return;
     }
     // `--only handshakes|transport` runs one workload (for profilers).
-    match std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() {
+    match std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .as_deref()
+    {
         Some("handshakes") => return handshakes(),
         Some("transport") => return transport(),
         _ => {}

@@ -198,8 +198,8 @@ foreign_up wgo wireguard-go "$IF_WGO" 10.20.0.3/24 51820 "$K_UMBRA" "$UNDER_UMBR
 check "wireguard-go restarted: handshakes again, ping works" quiet on wgo ping -c 2 -i 0.2 -w 10 10.20.0.1
 # umbra restarts: it initiates to bt (endpoint in the policy), which still
 # holds a session with the old umbra.
-kill "$PID_umbra"
-wait "$PID_umbra" 2>/dev/null || true
+kill "${UMBRA_PID[umbra]}"
+wait "${UMBRA_PID[umbra]}" 2>/dev/null || true
 umbra_up umbra --log-level debug
 check "umbra restarted: handshakes with boringtun again, ping works" quiet on umbra ping -c 2 -i 0.2 -w 10 10.20.0.2
 check "boringtun -> restarted umbra: iperf3 TCP 2 s" quiet on bt iperf3 -c 10.20.0.1 -p 5201 -t 2
@@ -219,7 +219,7 @@ check "capture on umbra's eth0: umbra sent nothing at all back (UDP or ICMP)" \
     count_is 0 stranger "ip and src host $UNDER_UMBRA"
 check "stranger's wg shows no handshake" \
     test "$(on stranger wg show "$IF_STRANGER" latest-handshakes | awk '{print $2}')" = 0
-check "umbra is still alive" kill -0 "$PID_umbra"
+check "umbra is still alive" kill -0 "${UMBRA_PID[umbra]}"
 
 echo "netns-interop: $T_PASS passed, $T_FAIL failed ($((SECONDS - start)) s)"
 if ((T_FAIL > 0)); then
