@@ -80,12 +80,7 @@ impl PrivateKey {
 
     /// Reads a key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        check_private_file(path)?;
-        let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                KeyError::Io(format!("cannot read key file {}: {e}", path.display()))
-            })?);
-        Self::from_base64(&text)
+        Self::from_base64(&read_secret_file(path)?)
     }
 
     /// The matching public key.
@@ -163,12 +158,7 @@ impl PresharedKey {
 
     /// Reads a preshared key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        check_private_file(path)?;
-        let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                KeyError::Io(format!("cannot read key file {}: {e}", path.display()))
-            })?);
-        Self::from_base64(&text)
+        Self::from_base64(&read_secret_file(path)?)
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -186,6 +176,15 @@ impl Default for PresharedKey {
     fn default() -> Self {
         Self::none()
     }
+}
+
+/// Reads a file holding a secret, after checking its permissions; the text
+/// is wiped when dropped.
+fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    check_private_file(path)?;
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))
 }
 
 /// Refuses secrets stored in files that anyone but the owner can read, as ssh does.

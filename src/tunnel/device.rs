@@ -317,10 +317,7 @@ impl Device {
         msg: wg::Initiation<'_>,
         reply: &'r mut [u8],
     ) -> Result<Received<'d, 'r>, Dropped> {
-        if !self.cookies.check_mac1(msg.bytes()) {
-            return Err(Dropped::Mac1);
-        }
-        if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
+        if self.handshake_gate(now, src, msg.bytes(), msg.sender(), reply)? {
             return Ok(Received::Reply(
                 reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
             ));
@@ -392,10 +389,12 @@ impl Device {
         Ok(Received::Reply(&out[..]))
     }
 
-    /// Under load, a handshake message without a valid mac2 earns a cookie
-    /// reply, and one with it still passes the per-source rate limit.
-    /// Returns true when a cookie reply was written to `reply`.
-    fn under_load_gate(
+    /// What every handshake message passes before any Diffie-Hellman work:
+    /// mac1 must prove the sender knows our key; under load, a message
+    /// without a valid mac2 earns a cookie reply, and one with it still
+    /// passes the per-source rate limit. Returns true when a cookie reply
+    /// was written to `reply`.
+    fn handshake_gate(
         &mut self,
         now: Instant,
         src: SocketAddr,
@@ -403,6 +402,9 @@ impl Device {
         sender: u32,
         reply: &mut [u8],
     ) -> Result<bool, Dropped> {
+        if !self.cookies.check_mac1(msg) {
+            return Err(Dropped::Mac1);
+        }
         if !self.load.record(now) {
             return Ok(false);
         }
@@ -435,10 +437,7 @@ impl Device {
         msg: wg::Response<'_>,
         reply: &'r mut [u8],
     ) -> Result<Received<'d, 'r>, Dropped> {
-        if !self.cookies.check_mac1(msg.bytes()) {
-            return Err(Dropped::Mac1);
-        }
-        if self.under_load_gate(now, src, msg.bytes(), msg.sender(), reply)? {
+        if self.handshake_gate(now, src, msg.bytes(), msg.sender(), reply)? {
             return Ok(Received::Reply(
                 reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
             ));
