@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod io;
 pub mod keys;
 pub mod log;
+pub mod netstack;
 pub mod node;
 pub mod policy;
 pub mod tunnel;
