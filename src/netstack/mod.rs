@@ -734,6 +734,14 @@ impl Userspace {
                     }
                 }
                 s => {
+                    if s == Status::Reset {
+                        debug!(
+                            "tcp proxy reset (mesh {}, {} bytes up, {} down)",
+                            mesh.sock.state(),
+                            c.pipe.up,
+                            c.pipe.down
+                        );
+                    }
                     moved_any = true;
                     finished.push((*t, s));
                 }
