@@ -5,6 +5,9 @@
   bulk.py client ADDR PORT N SIZE     N concurrent connections, SIZE bytes each way
   bulk.py udp-echo ADDR PORT          UDP echo server
   bulk.py udp-ping ADDR PORT          one UDP round trip
+  bulk.py echo ADDR PORT              plain TCP echo server
+  bulk.py hold ADDR PORT N SIZE SECS  N connections each echo SIZE bytes, then
+                                      stay open SECS seconds (memory per conn)
 
 Client protocol: send SIZE bytes (seeded by the connection number), half-close;
 the server reads to EOF, answers sha256(received) then SIZE bytes derived from
@@ -84,6 +87,47 @@ async def client(addr, port, n, size, parallel):
     return 0
 
 
+async def echo(reader, writer):
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            writer.write(chunk)
+            await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def echo_server(addr, port):
+    srv = await asyncio.start_server(echo, addr, port, backlog=4096)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def hold_one(addr, port, size, ready, release):
+    reader, writer = await asyncio.open_connection(addr, port)
+    writer.write(b"x" * size)
+    await writer.drain()
+    await reader.readexactly(size)
+    ready.append(1)
+    await release.wait()
+    writer.close()
+
+
+async def hold(addr, port, n, size, secs):
+    ready, release = [], asyncio.Event()
+    tasks = [asyncio.create_task(hold_one(addr, port, size, ready, release)) for _ in range(n)]
+    while len(ready) < n and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.1)
+    print(f"holding {len(ready)}", flush=True)
+    await asyncio.sleep(secs)
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "server":
@@ -92,6 +136,11 @@ def main():
         n, size = int(sys.argv[4]), int(sys.argv[5])
         parallel = int(sys.argv[6]) if len(sys.argv) > 6 else n
         sys.exit(asyncio.run(client(sys.argv[2], int(sys.argv[3]), n, size, parallel)))
+    elif cmd == "echo":
+        asyncio.run(echo_server(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "hold":
+        asyncio.run(hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                         int(sys.argv[5]), float(sys.argv[6])))
     elif cmd == "udp-echo":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((sys.argv[2], int(sys.argv[3])))
