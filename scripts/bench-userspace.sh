@@ -50,18 +50,18 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 measure() {
     local name=$1 pid=$2 up down before during
     wait_for 10 on a ncat -z 127.0.0.1 15201
-    up=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
-    down=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -R -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+    up=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo failed)
+    down=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -R -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo failed)
     before=$(rss_kb "$pid")
     on a bash -c "ulimit -n 16384; exec python3 '$BULK' hold 127.0.0.1 17777 $CONNS 16384 6" >"$D/hold-$name.log" 2>&1 &
     local hp=$!
-    wait_for 60 grep -q holding "$D/hold-$name.log"
+    wait_for 60 grep -q holding "$D/hold-$name.log" || true
     sleep 2
     during=$(rss_kb "$pid")
     wait "$hp" || true
     printf '%-8s up %s Gbit/s  down %s Gbit/s  RSS idle %d KiB, with %s (%s) conns %d KiB: %.1f KiB/conn\n' \
         "$name" "$up" "$down" "$before" "$(grep -o 'holding [0-9]*' "$D/hold-$name.log" | cut -d' ' -f2)" "$CONNS" "$during" \
-        "$(echo "($during - $before) / $CONNS" | bc -l)"
+        "$(echo "($during - $before) / $CONNS" | bc -l)" || true
 }
 
 bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \
