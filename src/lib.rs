@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod io;
 pub mod keys;
 pub mod log;
+pub mod netstack;
 pub mod node;
 pub mod policy;
 pub mod tunnel;

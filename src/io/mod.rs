@@ -7,6 +7,7 @@
 
 pub mod netlink;
 pub mod signals;
+pub mod sockopt;
 pub mod tun;
 pub mod udp;
 
@@ -28,6 +29,11 @@ pub trait PacketIo {
     fn poll(&mut self, _now: Instant) -> Option<Instant> {
         None
     }
+    /// A readiness event for a token this backend registered itself
+    /// (anything other than the one given to [`PacketIo::register`]).
+    fn ready(&mut self, _event: &mio::event::Event) {}
+    /// A name for logs.
+    fn label(&self) -> String;
 }
 
 impl PacketIo for tun::Tun {
@@ -39,5 +45,8 @@ impl PacketIo for tun::Tun {
     }
     fn send(&mut self, packet: &[u8]) -> io::Result<()> {
         tun::Tun::send(self, packet).map(|_| ())
+    }
+    fn label(&self) -> String {
+        format!("interface {}", self.name())
     }
 }

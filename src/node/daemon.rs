@@ -46,6 +46,24 @@ pub struct UpConfig {
     pub listen_port: Option<u16>,
     pub mtu: u32,
     pub hosts_file: PathBuf,
+    /// `--userspace`: run a userspace TCP/IP stack instead of a TUN device.
+    pub userspace: Option<UserspaceConfig>,
+}
+
+/// What `umbra up --userspace` serves.
+#[derive(Debug, Clone, Default)]
+pub struct UserspaceConfig {
+    pub forward: Vec<crate::netstack::options::Forward>,
+    pub expose: Vec<crate::netstack::options::Expose>,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub max_connections: Option<usize>,
+}
+
+/// The kernel side of TUN mode: the interface and the routes we installed.
+struct Kernel {
+    net: Netlink,
+    index: u32,
+    routes: BTreeSet<(String, u8)>,
 }
 
 /// Reads and loads the policy file, rendering errors for the terminal.
@@ -75,7 +93,7 @@ fn one_line(e: &PolicyError) -> String {
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(config: UpConfig) -> Result<(), String> {
     // Before any other thread exists, so every thread inherits the mask.
-    let mut signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let key = PrivateKey::load(&config.key).map_err(|e| e.to_string())?;
     let (text, policy) = load_policy(&config.policy)?;
     let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
@@ -97,8 +115,45 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         .unwrap_or(DEFAULT_PORT);
     let mut udp = UdpPair::bind(port).map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
 
+    if let Some(us) = &config.userspace {
+        let mut cfg = crate::netstack::Config::new(
+            me.addresses.clone(),
+            me.serves.clone(),
+            config.mtu as usize,
+        );
+        cfg.forward = us.forward.clone();
+        cfg.expose = us.expose.clone();
+        if let Some(t) = us.idle_timeout {
+            cfg.tcp_idle = t;
+        }
+        if let Some(m) = us.max_connections {
+            cfg.max_connections = m;
+        }
+        crate::netstack::describe(&cfg);
+        let mut stack = crate::netstack::Userspace::new(cfg)?;
+        stack.bind_forwards()?;
+        info!(
+            "umbra up: node {} ({}), userspace stack mtu {}, udp port {}, policy {} with {} peers",
+            me.name,
+            me.key,
+            config.mtu,
+            udp.port(),
+            engine.policy().id(),
+            engine.device().peer_ids().count()
+        );
+        return event_loop(
+            &config,
+            &mut engine,
+            &mut stack,
+            &mut udp,
+            signals,
+            None,
+            &text,
+        );
+    }
+
     let mut tun = Tun::create(&config.interface).map_err(|e| {
-        format!("cannot create TUN device '{}': {e} (umbra up needs root or CAP_NET_ADMIN and /dev/net/tun)", config.interface)
+        format!("cannot create TUN device '{}': {e} (umbra up needs root or CAP_NET_ADMIN and /dev/net/tun; --userspace needs neither)", config.interface)
     })?;
     let mut net = Netlink::open().map_err(|e| e.to_string())?;
     let index = net.link_index(tun.name()).map_err(|e| e.to_string())?;
@@ -127,9 +182,32 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         engine.policy().id(),
         engine.device().peer_ids().count()
     );
+    let kernel = Kernel { net, index, routes };
+    event_loop(
+        &config,
+        &mut engine,
+        &mut tun,
+        &mut udp,
+        signals,
+        Some(kernel),
+        &text,
+    )
+}
 
+/// The event loop over any packet backend.
+fn event_loop<P: PacketIo>(
+    config: &UpConfig,
+    engine: &mut Engine,
+    packets: &mut P,
+    udp: &mut UdpPair,
+    mut signals: Signals,
+    mut kernel: Option<Kernel>,
+    text: &str,
+) -> Result<(), String> {
+    let own = engine.me().addresses.clone();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    tun.register(poll.registry(), PACKETS)
+    packets
+        .register(poll.registry(), PACKETS)
         .map_err(|e| e.to_string())?;
     udp.register(poll.registry(), UDP4, UDP6)
         .map_err(|e| e.to_string())?;
@@ -137,11 +215,11 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| e.to_string())?;
 
-    let mut watcher = Watcher::new(&config.policy, &text);
+    let mut watcher = Watcher::new(&config.policy, text);
     let mut lp = Loop {
-        engine: &mut engine,
-        tun: &mut tun,
-        udp: &udp,
+        engine,
+        tun: packets,
+        udp: &*udp,
         buf: vec![0u8; BUF_LEN],
         reply: vec![0u8; BUF_LEN],
     };
@@ -149,10 +227,12 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     lp.flush(Instant::now());
     lp.log_events();
 
-    let mut events = Events::with_capacity(256);
+    let mut events = Events::with_capacity(1024);
     let mut next_tick = Instant::now() + TICK;
+    let mut stack_due: Option<Instant> = None;
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let wake = stack_due.map_or(next_tick, |d| d.min(next_tick));
+        let timeout = wake.saturating_duration_since(Instant::now());
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(format!("event loop failed: {e}"));
@@ -161,26 +241,21 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         let now = Instant::now();
         for ev in events.iter() {
             match ev.token() {
-                PACKETS => lp.drain_tunnel(now),
+                PACKETS => {
+                    lp.drain_tunnel(now);
+                }
                 UDP4 => lp.drain_network(now, false),
                 UDP6 => lp.drain_network(now, true),
                 SIGNALS => loop {
                     match signals.read() {
                         Ok(Some(Signal::Stop)) => {
-                            info!("stopping: removing interface {}", lp.tun.name());
+                            info!("stopping: removing {}", lp.tun.label());
                             return Ok(());
                         }
                         Ok(Some(Signal::Reload)) => {
                             info!("SIGHUP: re-reading {}", config.policy.display());
                             match watcher.force() {
-                                Some(text) => lp.reload(
-                                    &config,
-                                    &text,
-                                    &mut net,
-                                    index,
-                                    &me.addresses,
-                                    &mut routes,
-                                ),
+                                Some(text) => lp.reload(config, &text, kernel.as_mut(), &own),
                                 None => info!("policy unchanged ({})", lp.engine.policy().id()),
                             }
                         }
@@ -188,15 +263,16 @@ pub fn run(config: UpConfig) -> Result<(), String> {
                         Err(e) => return Err(format!("reading signals failed: {e}")),
                     }
                 },
-                _ => {}
+                _ => lp.tun.ready(ev),
             }
         }
+        stack_due = lp.run_stack(now);
         lp.flush(now);
         if now >= next_tick {
             lp.engine.tick(now, SystemTime::now());
             if let Some(text) = watcher.poll() {
                 info!("{} changed: reloading", config.policy.display());
-                lp.reload(&config, &text, &mut net, index, &me.addresses, &mut routes);
+                lp.reload(config, &text, kernel.as_mut(), &own);
             }
             lp.flush(now);
             lp.log_events();
@@ -236,15 +312,15 @@ fn sync_routes(
     *installed = want;
 }
 
-struct Loop<'a> {
+struct Loop<'a, P: PacketIo> {
     engine: &'a mut Engine,
-    tun: &'a mut Tun,
+    tun: &'a mut P,
     udp: &'a UdpPair,
     buf: Vec<u8>,
     reply: Vec<u8>,
 }
 
-impl Loop<'_> {
+impl<P: PacketIo> Loop<'_, P> {
     fn send_udp(udp: &UdpPair, bytes: &[u8], to: SocketAddr) {
         // A full socket buffer drops the datagram, as a router would.
         if let Err(e) = udp.send_to(bytes, to) {
@@ -254,19 +330,35 @@ impl Loop<'_> {
         }
     }
 
-    fn drain_tunnel(&mut self, now: Instant) {
+    /// Lets an in-process stack work, sending what it produces; returns
+    /// when it next needs polling.
+    fn run_stack(&mut self, now: Instant) -> Option<Instant> {
+        let mut due = None;
+        for _ in 0..16 {
+            due = self.tun.poll(now);
+            if due.is_none() || self.drain_tunnel(now) == 0 {
+                break;
+            }
+        }
+        due
+    }
+
+    /// Reads and sends every packet the local side has; returns how many.
+    fn drain_tunnel(&mut self, now: Instant) -> usize {
+        let mut count = 0;
         loop {
             let Some(room) = self.buf.get_mut(DATA_HEADER_LEN..BUF_LEN - 64) else {
-                return;
+                return count;
             };
             let n = match self.tun.recv(room) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return count,
                 Err(e) => {
-                    warn!("reading {} failed: {e}", self.tun.name());
-                    return;
+                    warn!("reading {} failed: {e}", self.tun.label());
+                    return count;
                 }
             };
+            count += 1;
             match self.engine.outbound(now, &mut self.buf, n) {
                 Outbound::Send(t) => Self::send_udp(
                     self.udp,
@@ -303,7 +395,7 @@ impl Loop<'_> {
             match self.engine.inbound(now, src, datagram, &mut self.reply) {
                 Inbound::Deliver(p) => {
                     if let Err(e) = self.tun.send(p) {
-                        crate::debug!("writing to {} failed: {e}", self.tun.name());
+                        crate::debug!("writing to {} failed: {e}", self.tun.label());
                     }
                 }
                 Inbound::Reply(r) => Self::send_udp(self.udp, r, src),
@@ -338,12 +430,11 @@ impl Loop<'_> {
         &mut self,
         config: &UpConfig,
         text: &str,
-        net: &mut Netlink,
-        index: u32,
+        kernel: Option<&mut Kernel>,
         own: &[IpNet],
-        routes: &mut BTreeSet<(String, u8)>,
     ) {
         let old = self.engine.policy().id();
+        let old_serves = self.engine.me().serves.clone();
         let name = config.policy.display().to_string();
         let policy = match Policy::load(text, &name, SystemTime::now()) {
             Ok(p) => p,
@@ -365,7 +456,17 @@ impl Loop<'_> {
                 "this node's tunnel addresses changed in the policy; restart umbra to apply them"
             );
         }
-        sync_routes(net, index, own, &self.engine.routed_networks(), routes);
+        if let Some(k) = kernel {
+            sync_routes(
+                &mut k.net,
+                k.index,
+                own,
+                &self.engine.routed_networks(),
+                &mut k.routes,
+            );
+        } else if self.engine.me().serves != old_serves {
+            warn!("this node's served networks changed in the policy; restart umbra to apply them to the userspace stack");
+        }
         self.log_events();
     }
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Userspace data plane benchmark: umbra up --userspace --forward versus
+# onetun (crates.io), in the same run and the same namespaces. Node "a"
+# runs the userspace proxy (one after the other: umbra, then onetun) with a
+# local forward 127.0.0.1:15201 -> 10.40.0.1:5201; node "b" is an umbra TUN
+# node running iperf3 -s and a TCP echo server. Measures:
+#   - TCP throughput: iperf3 -c 127.0.0.1 -p 15201 for SECONDS_PER_RUN s
+#     (a -> b, then -R for b -> a)
+#   - memory per connection: RSS of the proxy process while N connections
+#     (each having echoed 16 KiB) are held open, minus RSS before, over N.
+# Not part of the test suite; results go to BENCHMARKS.md ("Userspace data
+# plane"). Installs onetun into /tmp/onetun if it is not on PATH.
+#
+# Usage: sudo scripts/bench-userspace.sh
+#   UMBRA=path (default: cargo build --release), SECONDS_PER_RUN=10, CONNS=1000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z ${UMBRA:-} ]]; then
+    cargo build --release --locked --quiet
+    UMBRA=$PWD/target/release/umbra
+fi
+export UMBRA
+ONETUN=$(command -v onetun || echo /tmp/onetun/bin/onetun)
+[[ -x $ONETUN ]] || cargo install --locked onetun --root /tmp/onetun
+DURATION=${SECONDS_PER_RUN:-10}
+CONNS=${CONNS:-1000}
+BULK=$PWD/scripts/lib/bulk.py
+
+. scripts/lib/netns.sh
+netns_init
+D=$NETNS_DIR
+netns_host a 198.51.100.1
+netns_host b 198.51.100.2
+A=$(umbra_key a) B=$(umbra_key b) O=$(umbra_key onetun)
+cat >"$D/mesh.policy" <<P
+node a      key $A addr 10.40.0.2/24 endpoint 198.51.100.1:51820 roles client
+node onetun key $O addr 10.40.0.3/24 roles client
+node b      key $B addr 10.40.0.1/24 endpoint 198.51.100.2:51820 roles server
+service bench role:server tcp/5201,7777
+allow role:client -> bench
+P
+umbra_up b
+bg b "$D/iperf3.log" iperf3 -s -p 5201
+bg b "$D/echo.log" python3 "$BULK" echo 10.40.0.1 7777
+wait_for 10 on b ncat -z 10.40.0.1 7777
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# measure NAME PID: throughput both ways and memory per connection.
+measure() {
+    local name=$1 pid=$2 up down before during
+    wait_for 10 on a ncat -z 127.0.0.1 15201
+    up=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo failed)
+    down=$(on a iperf3 -c 127.0.0.1 -p 15201 -t "$DURATION" -R -J | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' || echo failed)
+    before=$(rss_kb "$pid")
+    on a bash -c "ulimit -n 16384; exec python3 '$BULK' hold 127.0.0.1 17777 $CONNS 16384 6" >"$D/hold-$name.log" 2>&1 &
+    local hp=$!
+    wait_for 60 grep -q holding "$D/hold-$name.log" || true
+    sleep 2
+    during=$(rss_kb "$pid")
+    wait "$hp" || true
+    printf '%-8s up %s Gbit/s  down %s Gbit/s  RSS idle %d KiB, with %s (%s) conns %d KiB: %.1f KiB/conn\n' \
+        "$name" "$up" "$down" "$before" "$(grep -o 'holding [0-9]*' "$D/hold-$name.log" | cut -d' ' -f2)" "$CONNS" "$during" \
+        "$(echo "($during - $before) / $CONNS" | bc -l)" || true
+}
+
+bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \
+    --forward 15201=10.40.0.1:5201 --forward 17777=10.40.0.1:7777 --log-level warn"
+UPID=$LAST_PID
+sleep 1
+measure umbra "$UPID"
+kill "$UPID"
+sleep 0.5
+
+# onetun: one process per forward (one port-forward argument each is
+# supported in one process too).
+bg a "$D/onetun.log" bash -c "ulimit -n 16384; exec '$ONETUN' 127.0.0.1:15201:10.40.0.1:5201:TCP 127.0.0.1:17777:10.40.0.1:7777:TCP \
+    --endpoint-addr 198.51.100.2:51820 --endpoint-public-key '$B' --private-key-file '$D/onetun.key' \
+    --source-peer-ip 10.40.0.3 --keep-alive 10 --log warn"
+OPID=$LAST_PID
+sleep 1
+measure onetun "$OPID"
+echo "umbra: $("$UMBRA" --help >/dev/null 2>&1; git rev-parse --short HEAD), onetun: $("$ONETUN" --version 2>&1 | head -1)"

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Bulk-transfer checker for umbra's userspace tests and benchmarks.
+
+  bulk.py server ADDR PORT            echo-hash server (asyncio)
+  bulk.py client ADDR PORT N SIZE     N concurrent connections, SIZE bytes each way
+  bulk.py udp-echo ADDR PORT          UDP echo server
+  bulk.py udp-ping ADDR PORT          one UDP round trip
+  bulk.py echo ADDR PORT              plain TCP echo server
+  bulk.py hold ADDR PORT N SIZE SECS  N connections each echo SIZE bytes, then
+                                      stay open SECS seconds (memory per conn)
+
+Client protocol: send SIZE bytes (seeded by the connection number), half-close;
+the server reads to EOF, answers sha256(received) then SIZE bytes derived from
+that hash, and closes. The client checks both: any lost, reordered or corrupted
+byte in either direction fails. Prints "ok N conns, B bytes" or the failures.
+"""
+import asyncio, hashlib, os, socket, sys
+
+
+def stream(seed: bytes, size: int) -> bytes:
+    out = bytearray()
+    block = seed
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:size])
+
+
+async def handle(reader, writer):
+    h = hashlib.sha256()
+    n = 0
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        d = h.digest()
+        writer.write(d + stream(d, n))
+        await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def server(addr, port):
+    srv = await asyncio.start_server(handle, addr, port, backlog=4096)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def one(addr, port, i, size, sem):
+    async with sem:
+        data = stream(b"conn-%d" % i, size)
+        reader, writer = await asyncio.open_connection(addr, port)
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        got = bytearray()
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            got += chunk
+        writer.close()
+        d = hashlib.sha256(data).digest()
+        if bytes(got[:32]) != d:
+            return f"conn {i}: server saw different bytes ({len(got)} back)"
+        if bytes(got[32:]) != stream(d, size):
+            return f"conn {i}: reply corrupted or short ({len(got) - 32}/{size})"
+        return None
+
+
+async def client(addr, port, n, size, parallel):
+    sem = asyncio.Semaphore(parallel)
+    res = await asyncio.gather(*(one(addr, port, i, size, sem) for i in range(n)),
+                               return_exceptions=True)
+    bad = [r for r in res if r is not None]
+    if bad:
+        for b in bad[:10]:
+            print("FAIL", b)
+        print(f"{len(bad)} of {n} connections failed")
+        return 1
+    print(f"ok {n} conns, {2 * n * size} bytes")
+    return 0
+
+
+async def echo(reader, writer):
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            writer.write(chunk)
+            await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def echo_server(addr, port):
+    srv = await asyncio.start_server(echo, addr, port, backlog=4096)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def hold_one(addr, port, size, ready, release):
+    reader, writer = await asyncio.open_connection(addr, port)
+    writer.write(b"x" * size)
+    await writer.drain()
+    await reader.readexactly(size)
+    ready.append(1)
+    await release.wait()
+    writer.close()
+
+
+async def hold(addr, port, n, size, secs):
+    ready, release = [], asyncio.Event()
+    tasks = [asyncio.create_task(hold_one(addr, port, size, ready, release)) for _ in range(n)]
+    while len(ready) < n and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.1)
+    print(f"holding {len(ready)}", flush=True)
+    await asyncio.sleep(secs)
+    release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "server":
+        asyncio.run(server(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "client":
+        n, size = int(sys.argv[4]), int(sys.argv[5])
+        parallel = int(sys.argv[6]) if len(sys.argv) > 6 else n
+        sys.exit(asyncio.run(client(sys.argv[2], int(sys.argv[3]), n, size, parallel)))
+    elif cmd == "echo":
+        asyncio.run(echo_server(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "hold":
+        asyncio.run(hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                         int(sys.argv[5]), float(sys.argv[6])))
+    elif cmd == "udp-echo":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((sys.argv[2], int(sys.argv[3])))
+        while True:
+            data, peer = s.recvfrom(65535)
+            s.sendto(b"echo:" + data, peer)
+    elif cmd == "udp-ping":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        msg = os.urandom(8).hex().encode()
+        for _ in range(3):
+            s.sendto(msg, (sys.argv[2], int(sys.argv[3])))
+            try:
+                data, _ = s.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if data == b"echo:" + msg:
+                print("ok")
+                return
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+//! Socket options std does not expose.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Sets `SO_LINGER` to zero, so closing the socket sends a RST instead of
+/// a FIN: how a reset from the other side of a proxy is passed on.
+pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `sock` is an open socket for the duration of the call, and
+    // the option value points to a live, correctly sized `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
