@@ -96,7 +96,7 @@ bg ugw "$D/ugw.log" env UMBRA_KEY="$D/ugw.key" bash -c 'mount -t tmpfs none /dev
     _ "$UMBRA" up --config "$D/ugw.conf"
 wait_for 10 grep -q "umbra up:" "$D/ugw.log" || { cat "$D/ugw.log"; exit 1; }
 
-bg srv "$D/srv8000.log" ncat -lk 10.30.0.1 8000 --sh-exec 'echo srv-hello from \$NCAT_REMOTE_ADDR'
+bg srv "$D/srv8000.log" ncat -lk 10.30.0.1 8000 --sh-exec 'echo srv-hello from $NCAT_REMOTE_ADDR'
 bg bt "$D/bt8000.log" ncat -lk 10.30.0.3 8000 --sh-exec 'echo bt-hello'
 bg srv "$D/bulk.srv" python3 "$BULK" server 10.30.0.1 9000
 bg srv "$D/udp.srv" python3 "$BULK" udp-echo 10.30.0.1 7000
