@@ -157,6 +157,13 @@ fn main() {
         text.len() / 1024
     );
     println!("parse + resolve: {:.1} ms", parse.as_secs_f64() * 1e3);
+    let t0 = Instant::now();
+    let lints = policy.lint(now);
+    println!(
+        "lint (what `check` adds): {:.1} ms, {} warnings",
+        t0.elapsed().as_secs_f64() * 1e3,
+        lints.len()
+    );
 
     let mut rng = Rng(42);
     let samples: Vec<NodeId> = [0, 5, 19, 7, 1234, 5000, 9999]

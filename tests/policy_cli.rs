@@ -192,6 +192,26 @@ fn explain_traces_the_deciding_rules() {
         stdout.contains("audit only: would allow (logged, not enforced)"),
         "{stdout}"
     );
+    // FROM may be a key.
+    let text_tt = std::fs::read_to_string(&path).unwrap();
+    let ops_key = text_tt
+        .lines()
+        .find(|l| l.starts_with("node ops-laptop"))
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap();
+    let out = umbra(&[
+        "policy",
+        "explain",
+        &path,
+        ops_key,
+        "db-1:22/tcp",
+        "--at",
+        "2030-01-01T00:00:00Z",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ops-laptop -> 10.20.0.31 tcp/22 (received by db-1)\n  verdict: ALLOW, decided by ops-ssh-grant"), "{stdout}");
     // The expired grant is shown as ignored.
     let out = umbra(&[
         "policy",

@@ -181,26 +181,42 @@ fn shadowed(m: &Model, now: i64, out: &mut Vec<Diagnostic>) {
     if denies.is_empty() {
         return;
     }
+    // Sources matching the same denies behave alike: intern each node's
+    // set of matching denies once, then check every allow per distinct set.
+    let mut group_ids: HashMap<Vec<usize>, usize> = HashMap::new();
+    let mut group_of: Vec<usize> = Vec::with_capacity(m.nodes.len());
+    for n in &m.nodes {
+        let g: Vec<usize> = denies
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.matches_source(n))
+            .map(|(i, _)| i)
+            .collect();
+        let next = group_ids.len();
+        group_of.push(*group_ids.entry(g).or_insert(next));
+    }
+    let mut group_list: Vec<Vec<usize>> = vec![Vec::new(); group_ids.len()];
+    for (g, id) in group_ids {
+        if let Some(slot) = group_list.get_mut(id) {
+            *slot = g;
+        }
+    }
     for a in m
         .rules
         .iter()
         .filter(|r| r.kind == RuleKind::Allow)
         .filter(enforced)
     {
-        // Sources matching the same denies behave alike; check each group once.
-        let mut groups: BTreeSet<Vec<usize>> = BTreeSet::new();
-        for n in m.nodes.iter().filter(|n| a.matches_source(n)) {
-            groups.insert(
-                denies
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| d.matches_source(n))
-                    .map(|(i, _)| i)
-                    .collect(),
-            );
-        }
+        let ids: BTreeSet<usize> = m
+            .nodes
+            .iter()
+            .zip(&group_of)
+            .filter(|(n, _)| a.matches_source(n))
+            .map(|(_, g)| *g)
+            .collect();
+        let groups = ids.iter().filter_map(|i| group_list.get(*i));
         let mut checked = false;
-        let all_denied = groups.iter().all(|g| {
+        let all_denied = groups.into_iter().all(|g| {
             let ds: Vec<&Rule> = g.iter().filter_map(|i| denies.get(*i).copied()).collect();
             a.services.iter().filter_map(|s| service(m, *s)).all(|s| {
                 s.dests.iter().all(|d| {

@@ -247,3 +247,48 @@ impl fmt::Display for Flow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> Result<String, String> {
+        let mut s = PortSet::default();
+        let mut prev = None;
+        for i in items {
+            let item = parse_port_item(i, prev)?;
+            prev = match item {
+                PortItem::Range(p, _, _) | PortItem::Proto(p) => Some(p),
+                _ => None,
+            };
+            s.add(&item);
+        }
+        Ok(s.to_string())
+    }
+
+    #[test]
+    fn port_items() {
+        assert_eq!(
+            set(&["tcp/80", "443", "8000-8100", "udp/53"]).unwrap(),
+            "tcp/80,tcp/443,tcp/8000-8100,udp/53"
+        );
+        assert_eq!(
+            set(&["ping", "proto/47", "icmp"]).unwrap(),
+            "icmp/8,icmp6/128,gre,icmp"
+        );
+        assert_eq!(set(&["any"]).unwrap(), "any");
+        assert!(set(&["443"])
+            .unwrap_err()
+            .contains("must follow a protocol"));
+        assert!(set(&["gre/5"]).unwrap_err().contains("has no ports"));
+        assert!(set(&["icmp/256"]).unwrap_err().contains("from 0 to 255"));
+        assert!(set(&["tcp/90-80"]).unwrap_err().contains("low to high"));
+        assert!(set(&["tcp/-1"]).is_err());
+        assert!(set(&["http"]).unwrap_err().starts_with("expected `any`"));
+        assert_eq!(Flow::parse("0/47").unwrap(), Flow { proto: 47, port: 0 });
+        assert_eq!(Flow::parse("9/gre").unwrap(), Flow { proto: 47, port: 0 });
+        assert_eq!(Flow::parse("8/icmp").unwrap().to_string(), "8/icmp");
+        assert!(Flow::parse("300/icmp").is_err());
+        assert!(Flow::parse("80").is_err());
+    }
+}

@@ -368,3 +368,25 @@ fn range_to_nets(v6: bool, (lo, hi): (u128, u128)) -> Vec<IpNet> {
         cur = end + 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_the_fewest_cidrs() {
+        let show = |v6, lo, hi| {
+            range_to_nets(v6, (lo, hi))
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(show(false, 0x0a00_0000, 0x0a00_00ff), ["10.0.0.0/24"]);
+        assert_eq!(
+            show(false, 0x0a00_0001, 0x0a00_0006),
+            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
+        assert_eq!(show(false, 0, 0xffff_ffff), ["0.0.0.0/0"]);
+        assert_eq!(show(true, 0, u128::MAX), ["::/0"]);
+    }
+}
