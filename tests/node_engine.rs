@@ -441,3 +441,27 @@ fn audit_rules_are_logged_not_enforced() {
     assert_eq!(audits.len(), 1, "{audits:?}");
     assert!(audits[0].to_string().contains("ssh-dryrun"));
 }
+
+#[test]
+fn a_flood_of_refused_flows_is_counted_not_logged_one_by_one() {
+    let mut m = Mesh::new(&policy_text(""));
+    m.events(API);
+    for port in 0..300u16 {
+        let syn = tcp(tun(1), tun(0), (10_000 + port, 22), SYN, 1, 0, b"");
+        assert_eq!(m.send(API, &syn), Err(Drop::Denied));
+    }
+    let denied = m
+        .events(API)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Denied { .. }))
+        .count();
+    assert_eq!(denied, umbra::node::engine::FLOW_EVENTS_PER_SECOND as usize);
+    let later = m.now + std::time::Duration::from_secs(1);
+    m.nodes[API].tick(later, SystemTime::now());
+    assert!(m.events(API).contains(&Event::Suppressed { count: 200 }));
+    assert_eq!(
+        m.nodes[API].drops().get(&Drop::Denied),
+        Some(&300),
+        "every drop is still counted"
+    );
+}

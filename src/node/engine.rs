@@ -141,7 +141,14 @@ pub struct Engine {
     scratch: Box<[u8; MAX_REPLY_LEN]>,
     /// Wall-clock time of the last tick or reload, for rule expiry.
     wall: SystemTime,
+    /// Per-flow events (audit, denied) still allowed this second.
+    flow_event_budget: u32,
+    flow_events_suppressed: u64,
+    budget_refilled: Option<Instant>,
 }
+
+/// Per-flow events recorded per second at most; the rest are counted.
+pub const FLOW_EVENTS_PER_SECOND: u32 = 100;
 
 impl Engine {
     /// Starts a node: finds itself in `policy` by `private`'s public key and
@@ -174,6 +181,9 @@ impl Engine {
             drops: DropCounters::new(),
             scratch: Box::new([0u8; MAX_REPLY_LEN]),
             wall,
+            flow_event_budget: FLOW_EVENTS_PER_SECOND,
+            flow_events_suppressed: 0,
+            budget_refilled: None,
         };
         engine.reload(policy, resolver, wall)?;
         Ok(engine)
@@ -540,8 +550,23 @@ impl Engine {
             .unwrap_or_else(|| format!("#{}", id.0))
     }
 
+    /// Whether one more per-flow event (audit, denied) may be recorded this
+    /// second. Building one allocates; a flood of refused flows must not
+    /// turn into an allocation storm on the packet path.
+    fn flow_event_allowed(&mut self) -> bool {
+        if self.flow_event_budget == 0 {
+            self.flow_events_suppressed += 1;
+            return false;
+        }
+        self.flow_event_budget -= 1;
+        true
+    }
+
     fn note_audit(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
         let Some(rule) = verdict.audit else { return };
+        if !self.flow_event_allowed() {
+            return;
+        }
         let would = match self.policy.rule(rule).map(|r| r.kind) {
             Some(crate::policy::RuleKind::Allow) => "allow",
             _ => "deny",
@@ -555,6 +580,9 @@ impl Engine {
     }
 
     fn note_denied(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
+        if !self.flow_event_allowed() {
+            return;
+        }
         let flow = self.flow(node, info, outbound);
         let rule = verdict.rule.map(|r| self.rule_label(r));
         self.events.push(Event::Denied {
@@ -576,6 +604,19 @@ impl Engine {
         self.device.tick(now);
         self.conntrack.expire(now);
         self.wall = wall;
+        if self
+            .budget_refilled
+            .is_none_or(|t| now.saturating_duration_since(t) >= std::time::Duration::from_secs(1))
+        {
+            if self.flow_events_suppressed > 0 {
+                self.events.push(Event::Suppressed {
+                    count: self.flow_events_suppressed,
+                });
+                self.flow_events_suppressed = 0;
+            }
+            self.flow_event_budget = FLOW_EVENTS_PER_SECOND;
+            self.budget_refilled = Some(now);
+        }
         if self.table.next_expiry().is_some_and(|t| wall >= t) {
             self.table = self.policy.compile_for(self.me, wall);
             let cut = self.recheck_flows();

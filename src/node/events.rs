@@ -80,6 +80,10 @@ pub enum Event {
         name: String,
         problem: String,
     },
+    /// Audit and denied events over the per-second budget, not recorded.
+    Suppressed {
+        count: u64,
+    },
 }
 
 impl Event {
@@ -110,6 +114,9 @@ impl fmt::Display for Event {
             Event::PeerRemoved { name } => write!(f, "peer {name} removed; its sessions were dropped"),
             Event::PeerAdded { name } => write!(f, "peer {name} added"),
             Event::PeerProblem { name, problem } => write!(f, "peer {name}: {problem}"),
+            Event::Suppressed { count } => {
+                write!(f, "{count} more audit/denied flow events in the last second were not logged")
+            }
         }
     }
 }
