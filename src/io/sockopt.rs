@@ -27,3 +27,17 @@ pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sets a listening socket's accept-queue length (`listen(2)` again, which
+/// Linux allows on a socket already listening; the kernel caps it at
+/// `net.core.somaxconn`). Listeners bound by std or mio get 128.
+pub fn set_listen_backlog(sock: &impl AsRawFd, backlog: usize) -> io::Result<()> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    // SAFETY: `sock` is an open socket for the duration of the call.
+    let rc = unsafe { libc::listen(sock.as_raw_fd(), backlog) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -293,6 +293,22 @@ fn tcp_socket(size: usize) -> tcp::Socket<'static> {
     s
 }
 
+/// A host TCP listener whose accept queue holds `backlog` connections.
+///
+/// mio (like std) listens with a backlog of 128. A burst of more connects
+/// than that, while the event loop is busy, overflows the accept queue:
+/// the kernel then answers SYNs with SYN cookies and drops the handshake's
+/// final ACK, and the client's next data segment, which no longer
+/// validates as a cookie, is answered with a RST -- the client sees its
+/// connection reset (ENOTCONN on shutdown) before the proxy ever saw it.
+/// So the queue is as long as the connection cap (capped by the kernel at
+/// `net.core.somaxconn`).
+fn listen_tcp(addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    crate::io::sockopt::set_listen_backlog(&listener, backlog.max(128))?;
+    Ok(listener)
+}
+
 fn udp_socket() -> udp::Socket<'static> {
     udp::Socket::new(
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0u8; 64 * 1024]),
@@ -378,7 +394,7 @@ impl Userspace {
         for fwd in self.cfg.forward.clone() {
             let sock = match fwd.proto {
                 Proto::Tcp => HostSock::TcpListen {
-                    listener: TcpListener::bind(fwd.listen)
+                    listener: listen_tcp(fwd.listen, self.cfg.max_connections)
                         .map_err(|e| format!("--forward: cannot listen on {}: {e}", fwd.listen))?,
                     fwd,
                     pending: false,
@@ -1089,5 +1105,40 @@ pub fn describe(cfg: &Config) {
     }
     for s in &cfg.serves {
         info!("gateway for {s} (userspace proxy)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens `n` connections to `addr` without accepting any, then counts
+    /// how many the kernel queued for accept.
+    fn queued_after_burst(listener: &TcpListener, n: usize) -> usize {
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            // Loopback handshakes complete (or are dropped) synchronously.
+            if let Ok(s) = TcpStream::connect(addr) {
+                clients.push(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut accepted = 0;
+        while listener.accept().is_ok() {
+            accepted += 1;
+        }
+        accepted
+    }
+
+    #[test]
+    fn forward_listener_queues_a_burst_beyond_128() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // What mio gives by default: the burst overflows the queue.
+        let short = TcpListener::bind(any).unwrap();
+        assert!(queued_after_burst(&short, 300) < 300);
+        // Ours: the whole burst waits to be accepted.
+        let long = listen_tcp(any, 1024).unwrap();
+        assert_eq!(queued_after_burst(&long, 300), 300);
     }
 }
