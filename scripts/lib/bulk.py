@@ -120,11 +120,18 @@ async def hold_one(addr, port, size, ready, release):
 async def hold(addr, port, n, size, secs):
     ready, release = [], asyncio.Event()
     tasks = [asyncio.create_task(hold_one(addr, port, size, ready, release)) for _ in range(n)]
+    # Give up waiting after 60 s: report how many a proxy actually holds.
+    deadline = asyncio.get_running_loop().time() + 60
     while len(ready) < n and not any(t.done() for t in tasks):
+        if asyncio.get_running_loop().time() > deadline:
+            break
         await asyncio.sleep(0.1)
     print(f"holding {len(ready)}", flush=True)
     await asyncio.sleep(secs)
     release.set()
+    for t in tasks:
+        if not t.done():
+            t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
