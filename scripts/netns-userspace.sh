@@ -141,6 +141,24 @@ tail -3 "$D/bulk.out" | sed 's/^/      /'
 # fall back to SYN cookies and reset some clients: the queue must hold it.
 check "the burst never overflowed the forward listener's accept queue" \
     bash -c "on us nstat -az TcpExtListenOverflows | awk '\$1 == \"TcpExtListenOverflows\" { exit \$2 != 0 }'"
+# An established connection that stays quiet longer than smoltcp's 60 s
+# socket timeout must survive (keep-alives), until --idle-timeout decides.
+check "a forwarded connection idle for 65 s still works" on us python3 -c '
+import hashlib, socket, sys, time
+s = socket.create_connection(("127.0.0.1", 18002), timeout=10)
+first, second = b"a" * 1000, b"b" * 1000
+s.sendall(first)
+time.sleep(65)
+s.sendall(second)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while len(got) < 32:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+sys.exit(0 if got[:32] == hashlib.sha256(first + second).digest() else 1)
+'
 check "us still alive" kill -0 "${UMBRA_PID[us]}"
 sleep 2
 check "sockets reclaimed: us holds only its listeners after the load" \

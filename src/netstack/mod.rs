@@ -289,7 +289,11 @@ fn tcp_socket(size: usize) -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0u8; size]),
     );
     s.set_nagle_enabled(false);
+    // smoltcp aborts a connection after `timeout` without a packet from the
+    // remote end, even an idle established one; keep-alives well inside it
+    // keep quiet connections open (their lifetime is --idle-timeout's call).
     s.set_timeout(Some(smoltcp::time::Duration::from_secs(60)));
+    s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(20)));
     s
 }
 
