@@ -7,9 +7,6 @@ use std::time::Duration;
 use common::*;
 use umbra::tunnel::{Config, Dropped};
 
-const A: &str = "192.0.2.1:51820";
-const B: &str = "192.0.2.2:51821";
-
 fn umbra_and_boring(
     psk: Option<[u8; 32]>,
     umbra_config: Config,
@@ -73,25 +70,7 @@ fn boringtun_initiates_to_umbra() {
 
 #[test]
 fn umbra_with_umbra_both_ways() {
-    let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(
-        ka.clone(),
-        kb.public_key(),
-        None,
-        addr(A),
-        Some(addr(B)),
-        Config::default(),
-        1,
-    );
-    let mut b = UmbraSide::new(
-        kb,
-        ka.public_key(),
-        None,
-        addr(B),
-        Some(addr(A)),
-        Config::default(),
-        2,
-    );
+    let (mut a, mut b) = umbra_pair(Config::default());
     for n in 0..10 {
         exchange(&mut a, &mut b, n);
         exchange(&mut b, &mut a, n + 100);
@@ -198,25 +177,7 @@ fn rekey_after_120_seconds_loses_nothing() {
 
 #[test]
 fn umbra_pair_rekeys_both_directions_over_ten_minutes() {
-    let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(
-        ka.clone(),
-        kb.public_key(),
-        None,
-        addr(A),
-        Some(addr(B)),
-        Config::default(),
-        1,
-    );
-    let mut b = UmbraSide::new(
-        kb,
-        ka.public_key(),
-        None,
-        addr(B),
-        Some(addr(A)),
-        Config::default(),
-        2,
-    );
+    let (mut a, mut b) = umbra_pair(Config::default());
     for second in 0..600u32 {
         exchange(&mut a, &mut b, second);
         exchange(&mut b, &mut a, second);

@@ -8,30 +8,12 @@ use common::*;
 use proptest::prelude::*;
 use umbra::tunnel::{Config, Dropped, SendError};
 
-const A: &str = "192.0.2.1:51820";
-const B: &str = "192.0.2.2:51821";
-
-fn pair(config: Config) -> (UmbraSide, UmbraSide) {
-    let (ka, kb) = (key(1), key(2));
-    let a = UmbraSide::new(
-        ka.clone(),
-        kb.public_key(),
-        None,
-        addr(A),
-        Some(addr(B)),
-        config.clone(),
-        1,
-    );
-    let b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), config, 2);
-    (a, b)
-}
-
 fn pkt(n: u8) -> Vec<u8> {
     ipv4_udp([10, 0, 0, 1], [10, 0, 0, 2], &[n; 64])
 }
 
 fn connected() -> (UmbraSide, UmbraSide) {
-    let (mut a, mut b) = pair(Config::default());
+    let (mut a, mut b) = umbra_pair(Config::default());
     let out = a.send_packet(&pkt(0));
     let (_, got) = pump(&mut a, &mut b, out, vec![]);
     assert_eq!(got.len(), 1);
@@ -80,7 +62,7 @@ fn sender_rehandshakes_when_nothing_comes_back() {
 
 #[test]
 fn retransmits_then_gives_up_after_ninety_seconds() {
-    let (mut a, _b) = pair(Config::default());
+    let (mut a, _b) = umbra_pair(Config::default());
     let first = a.send_packet(&pkt(1));
     assert_eq!(first.len(), 1);
     let mut initiations = 1;
@@ -118,25 +100,7 @@ fn keys_are_zeroed_after_three_reject_times() {
 
 #[test]
 fn persistent_keepalive_fires_on_an_idle_link() {
-    let (ka, kb) = (key(1), key(2));
-    let mut a = UmbraSide::new(
-        ka.clone(),
-        kb.public_key(),
-        None,
-        addr(A),
-        Some(addr(B)),
-        Config::default(),
-        1,
-    );
-    let mut b = UmbraSide::new(
-        kb,
-        ka.public_key(),
-        None,
-        addr(B),
-        Some(addr(A)),
-        Config::default(),
-        2,
-    );
+    let (mut a, mut b) = umbra_pair(Config::default());
     let mut pc = umbra::tunnel::PeerConfig::new(key(2).public_key());
     pc.endpoint = Some(addr(B));
     pc.persistent_keepalive = Some(Duration::from_secs(25));
@@ -157,7 +121,7 @@ fn persistent_keepalive_fires_on_an_idle_link() {
 
 #[test]
 fn replayed_initiation_and_floods_are_refused() {
-    let (mut a, mut b) = pair(Config::default());
+    let (mut a, mut b) = umbra_pair(Config::default());
     let init = a.send_packet(&pkt(1));
     let (r1, _) = b.recv_datagram(a.addr(), &init[0]);
     assert_eq!(r1.len(), 1);
@@ -233,7 +197,7 @@ fn queue_is_bounded_while_handshaking() {
         queue_limit: 4,
         ..Config::default()
     };
-    let (mut a, mut b) = pair(config);
+    let (mut a, mut b) = umbra_pair(config);
     let mut out = Vec::new();
     for n in 0..10 {
         out.extend(a.send_packet(&pkt(n)));

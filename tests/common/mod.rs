@@ -15,6 +15,10 @@ use umbra::tunnel::{Config, Device, PeerConfig, PeerId, Received, SeededEntropy,
 
 pub const MTU_BUF: usize = 2048;
 
+/// Underlay addresses of the two sides in every two-party test.
+pub const A: &str = "192.0.2.1:51820";
+pub const B: &str = "192.0.2.2:51821";
+
 /// One side of a point-to-point tunnel.
 pub trait Side {
     fn addr(&self) -> SocketAddr;
@@ -281,4 +285,20 @@ pub fn addr(s: &str) -> SocketAddr {
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// Two umbra devices that know each other's keys and endpoints.
+pub fn umbra_pair(config: Config) -> (UmbraSide, UmbraSide) {
+    let (ka, kb) = (key(1), key(2));
+    let a = UmbraSide::new(
+        ka.clone(),
+        kb.public_key(),
+        None,
+        addr(A),
+        Some(addr(B)),
+        config.clone(),
+        1,
+    );
+    let b = UmbraSide::new(kb, ka.public_key(), None, addr(B), Some(addr(A)), config, 2);
+    (a, b)
 }
