@@ -15,5 +15,6 @@ pub mod log;
 pub mod netstack;
 pub mod node;
 pub mod policy;
+pub mod time;
 pub mod tunnel;
 pub mod wire;

@@ -8,7 +8,13 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::SystemTime;
 
-pub use crate::node::events::Level;
+/// How loud a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+}
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
@@ -54,7 +60,7 @@ pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
         Level::Info => "INFO ",
         Level::Warn => "WARN ",
     };
-    let ts = crate::policy::time::format_rfc3339(secs);
+    let ts = crate::time::format_rfc3339(secs);
     let _ = writeln!(std::io::stderr().lock(), "{ts} {tag} {msg}");
 }
 

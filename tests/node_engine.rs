@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use flow_support::{echo, tcp, udp};
 use umbra::keys::{PresharedKey, PrivateKey};
-use umbra::node::engine::{Drop, BUF_LEN};
+use umbra::node::engine::{DropReason, BUF_LEN};
 use umbra::node::events::Event;
 use umbra::node::{Engine, Inbound, Options, Outbound, PeerResolver};
 use umbra::policy::{Host, Node, Policy};
@@ -118,7 +118,7 @@ impl Mesh {
 
     /// Node `from` writes `packet` into its tunnel; runs the network until
     /// quiet. Returns what the sender got back locally (reject replies).
-    fn send(&mut self, from: usize, packet: &[u8]) -> Result<(), Drop> {
+    fn send(&mut self, from: usize, packet: &[u8]) -> Result<(), DropReason> {
         let mut buf = vec![0u8; BUF_LEN];
         buf[16..16 + packet.len()].copy_from_slice(packet);
         let mut wire = Vec::new();
@@ -204,7 +204,7 @@ fn allowed_flow_and_its_return_traffic_pass() {
     assert_eq!(m.take(API), vec![data]);
     // A new connection from api to web is refused at api before sending.
     let rogue = tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b"");
-    assert_eq!(m.send(API, &rogue), Err(Drop::Denied));
+    assert_eq!(m.send(API, &rogue), Err(DropReason::Denied));
     assert!(m.take(WEB).is_empty());
 }
 
@@ -218,7 +218,7 @@ fn udp_and_ping_follow_the_rules() {
     m.send(DB, &pong).unwrap();
     assert_eq!(m.take(API), vec![pong]);
     let dns = udp(tun(1), tun(2), (5000, 53), b"q");
-    assert_eq!(m.send(API, &dns), Err(Drop::Denied));
+    assert_eq!(m.send(API, &dns), Err(DropReason::Denied));
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn receiver_enforces_even_if_the_sender_does_not() {
     m.send(EVIL, &syn).unwrap();
     assert!(m.arrived[DB] > 0, "the packet reached db");
     assert!(m.take(DB).is_empty(), "and db dropped it");
-    assert_eq!(m.nodes[DB].drops().get(&Drop::Denied), Some(&1));
+    assert_eq!(m.nodes[DB].drops().get(&DropReason::Denied), Some(&1));
     assert!(m.take(EVIL).is_empty(), "no RST, no ICMP: silence");
 }
 
@@ -288,7 +288,7 @@ fn spoofed_inner_source_is_dropped() {
     m.run(vec![(underlay(3), t.endpoint, buf[..t.len].to_vec())]);
     assert!(m.arrived[DB] >= 2, "handshake and data reached db");
     assert!(m.take(DB).is_empty());
-    assert_eq!(m.nodes[DB].drops().get(&Drop::Spoofed), Some(&1));
+    assert_eq!(m.nodes[DB].drops().get(&DropReason::Spoofed), Some(&1));
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn unknown_key_gets_no_answer_at_all() {
             &mut d,
             &mut reply
         ),
-        Inbound::Dropped(Drop::Tunnel(Dropped::UnknownPeer))
+        Inbound::Dropped(DropReason::Tunnel(Dropped::UnknownPeer))
     );
     assert!(m.nodes[DB].poll_transmit(m.now, &mut buf).is_none());
 }
@@ -376,7 +376,7 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
     let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"more");
     assert_eq!(
         m.send(WEB, &data),
-        Err(Drop::Denied),
+        Err(DropReason::Denied),
         "the open connection is cut"
     );
     assert!(m.take(API).is_empty());
@@ -405,7 +405,7 @@ fn quarantine_drops_sessions_at_once() {
     assert_eq!(
         m.nodes[DB]
             .drops()
-            .get(&Drop::Tunnel(Dropped::UnknownIndex)),
+            .get(&DropReason::Tunnel(Dropped::UnknownIndex)),
         Some(&1)
     );
 }
@@ -432,7 +432,11 @@ fn audit_rules_are_logged_not_enforced() {
         "service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n",
     ));
     let syn = tcp(tun(0), tun(1), (40000, 22), SYN, 1, 0, b"");
-    assert_eq!(m.send(WEB, &syn), Err(Drop::Denied), "audit does not allow");
+    assert_eq!(
+        m.send(WEB, &syn),
+        Err(DropReason::Denied),
+        "audit does not allow"
+    );
     let audits: Vec<_> = m
         .events(WEB)
         .into_iter()
@@ -448,7 +452,7 @@ fn a_flood_of_refused_flows_is_counted_not_logged_one_by_one() {
     m.events(API);
     for port in 0..300u16 {
         let syn = tcp(tun(1), tun(0), (10_000 + port, 22), SYN, 1, 0, b"");
-        assert_eq!(m.send(API, &syn), Err(Drop::Denied));
+        assert_eq!(m.send(API, &syn), Err(DropReason::Denied));
     }
     let denied = m
         .events(API)
@@ -460,7 +464,7 @@ fn a_flood_of_refused_flows_is_counted_not_logged_one_by_one() {
     m.nodes[API].tick(later, SystemTime::now());
     assert!(m.events(API).contains(&Event::Suppressed { count: 200 }));
     assert_eq!(
-        m.nodes[API].drops().get(&Drop::Denied),
+        m.nodes[API].drops().get(&DropReason::Denied),
         Some(&300),
         "every drop is still counted"
     );

@@ -67,7 +67,7 @@ fn three_tier() {
     let ops = p.node_by_name("ops-laptop").unwrap();
     let t = p.compile_for(ops.id, SystemTime::now());
     let expiry = t.next_expiry().expect("the ssh grant expires");
-    assert_eq!(umbra::policy::time::unix_secs(expiry), 4_070_908_800);
+    assert_eq!(umbra::time::unix_secs(expiry), 4_070_908_800);
 }
 
 #[test]

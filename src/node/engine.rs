@@ -71,7 +71,7 @@ impl std::error::Error for ReloadError {}
 /// Why a packet went nowhere. Counted, never answered (unless a rule says
 /// `reject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     /// The tunnel engine refused the datagram (see [`Dropped`]).
     Tunnel(Dropped),
     /// Not an IP packet we can classify.
@@ -99,7 +99,7 @@ pub enum Outbound<'a> {
     Queued,
     /// Write this reply (a policy `reject`) back into the local tunnel.
     Local(&'a [u8]),
-    Dropped(Drop),
+    Dropped(DropReason),
 }
 
 /// Outcome of [`Engine::inbound`].
@@ -113,7 +113,7 @@ pub enum Inbound<'d, 'r> {
     Send(Transmit),
     /// Consumed; poll for transmits.
     Nothing,
-    Dropped(Drop),
+    Dropped(DropReason),
 }
 
 /// Engine settings.
@@ -124,7 +124,7 @@ pub struct Options {
 }
 
 /// Drop counters, by reason, for status output.
-pub type DropCounters = HashMap<Drop, u64>;
+pub type DropCounters = HashMap<DropReason, u64>;
 
 pub struct Engine {
     device: Device,
@@ -354,7 +354,7 @@ impl Engine {
             .unwrap_or_else(|| format!("peer#{}", peer.0))
     }
 
-    fn drop_with<T>(&mut self, why: Drop, out: T) -> T {
+    fn drop_with<T>(&mut self, why: DropReason, out: T) -> T {
         *self.drops.entry(why).or_insert(0) += 1;
         out
     }
@@ -363,13 +363,19 @@ impl Engine {
     /// `buf[DATA_HEADER_LEN..][..len]`; `buf` should be [`BUF_LEN`] long.
     pub fn outbound(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Outbound<'_> {
         let Some(packet) = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) else {
-            return self.drop_with(Drop::Malformed, Outbound::Dropped(Drop::Malformed));
+            return self.drop_with(
+                DropReason::Malformed,
+                Outbound::Dropped(DropReason::Malformed),
+            );
         };
         let Ok(info) = classify(packet) else {
-            return self.drop_with(Drop::Malformed, Outbound::Dropped(Drop::Malformed));
+            return self.drop_with(
+                DropReason::Malformed,
+                Outbound::Dropped(DropReason::Malformed),
+            );
         };
         let Some(node) = self.routes.lookup(info.dst) else {
-            return self.drop_with(Drop::NoRoute, Outbound::Dropped(Drop::NoRoute));
+            return self.drop_with(DropReason::NoRoute, Outbound::Dropped(DropReason::NoRoute));
         };
         // A node we have no session with is judged like any other, so a
         // `reject` rule still answers; with no peer nothing can be allowed.
@@ -383,7 +389,7 @@ impl Engine {
         };
         match tracked {
             Match::Invalid => {
-                return self.drop_with(Drop::Invalid, Outbound::Dropped(Drop::Invalid))
+                return self.drop_with(DropReason::Invalid, Outbound::Dropped(DropReason::Invalid))
             }
             Match::New => {
                 let (proto, port) = policy_key(&info);
@@ -404,7 +410,8 @@ impl Engine {
                             return Outbound::Local(self.scratch.get(..n).unwrap_or_default());
                         }
                     }
-                    return self.drop_with(Drop::Denied, Outbound::Dropped(Drop::Denied));
+                    return self
+                        .drop_with(DropReason::Denied, Outbound::Dropped(DropReason::Denied));
                 }
                 // Untrackable protocols pass on the rule alone.
                 let _ = self.conntrack.admit(
@@ -418,15 +425,19 @@ impl Engine {
             _ => {}
         }
         let Some(peer) = peer else {
-            return self.drop_with(Drop::Denied, Outbound::Dropped(Drop::Denied));
+            return self.drop_with(DropReason::Denied, Outbound::Dropped(DropReason::Denied));
         };
         match self.device.encapsulate(now, peer, buf, len) {
             Ok(Sent::Now(t)) => Outbound::Send(t),
             Ok(Sent::Queued) => Outbound::Queued,
-            Err(SendError::NoEndpoint) => {
-                self.drop_with(Drop::NoEndpoint, Outbound::Dropped(Drop::NoEndpoint))
-            }
-            Err(_) => self.drop_with(Drop::Malformed, Outbound::Dropped(Drop::Malformed)),
+            Err(SendError::NoEndpoint) => self.drop_with(
+                DropReason::NoEndpoint,
+                Outbound::Dropped(DropReason::NoEndpoint),
+            ),
+            Err(_) => self.drop_with(
+                DropReason::Malformed,
+                Outbound::Dropped(DropReason::Malformed),
+            ),
         }
     }
 
@@ -442,7 +453,12 @@ impl Engine {
         // Only the length of a handshake answer is kept from this match, so
         // `reply` is free again afterwards for a reject reply.
         let (peer, packet) = match self.device.handle_datagram(now, src, datagram, reply) {
-            Err(d) => return self.drop_with(Drop::Tunnel(d), Inbound::Dropped(Drop::Tunnel(d))),
+            Err(d) => {
+                return self.drop_with(
+                    DropReason::Tunnel(d),
+                    Inbound::Dropped(DropReason::Tunnel(d)),
+                )
+            }
             Ok(Received::Reply(r)) => (None, Err(r.len())),
             Ok(Received::Done) => return Inbound::Nothing,
             Ok(Received::Packet { peer, packet }) => (Some(peer), Ok(packet)),
@@ -453,23 +469,28 @@ impl Engine {
             (None, Ok(_)) => return Inbound::Nothing,
         };
         let Ok(info) = classify(packet) else {
-            return self.drop_with(Drop::Malformed, Inbound::Dropped(Drop::Malformed));
+            return self.drop_with(
+                DropReason::Malformed,
+                Inbound::Dropped(DropReason::Malformed),
+            );
         };
         let Some(node) = self.peer_node.get(peer.0 as usize).copied().flatten() else {
-            return self.drop_with(Drop::Denied, Inbound::Dropped(Drop::Denied));
+            return self.drop_with(DropReason::Denied, Inbound::Dropped(DropReason::Denied));
         };
         if self.routes.lookup(info.src) != Some(node) {
-            return self.drop_with(Drop::Spoofed, Inbound::Dropped(Drop::Spoofed));
+            return self.drop_with(DropReason::Spoofed, Inbound::Dropped(DropReason::Spoofed));
         }
         if !self.me().accepts(info.dst) {
-            return self.drop_with(Drop::NotForUs, Inbound::Dropped(Drop::NotForUs));
+            return self.drop_with(DropReason::NotForUs, Inbound::Dropped(DropReason::NotForUs));
         }
         let ct_peer = conntrack::PeerId(peer.0);
         match self
             .conntrack
             .lookup(now, ct_peer, Direction::Inbound, &info)
         {
-            Match::Invalid => self.drop_with(Drop::Invalid, Inbound::Dropped(Drop::Invalid)),
+            Match::Invalid => {
+                self.drop_with(DropReason::Invalid, Inbound::Dropped(DropReason::Invalid))
+            }
             Match::New => {
                 let (proto, port) = policy_key(&info);
                 let verdict = self.table.ingress(node, info.dst, proto, port);
@@ -490,7 +511,7 @@ impl Engine {
                         return Inbound::Send(t);
                     }
                 }
-                self.drop_with(Drop::Denied, Inbound::Dropped(Drop::Denied))
+                self.drop_with(DropReason::Denied, Inbound::Dropped(DropReason::Denied))
             }
             _ => Inbound::Deliver(packet),
         }

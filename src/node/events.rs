@@ -7,13 +7,7 @@ use std::net::IpAddr;
 
 use crate::policy::PolicyId;
 
-/// How loud an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-}
+pub use crate::log::Level;
 
 /// One flow, as logs show it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
+use super::ast::{EndRef, Endpoint, Host, Subject, Target, MAX_NAME};
 use super::diag::{Diagnostic, Span};
 use super::net::IpNet;
 use super::ports::{parse_num, Flow};
-use super::syntax::{syntax, EndRef, Endpoint, Host, Subject, Target, MAX_NAME};
 use crate::keys::PublicKey;
 
 type PResult<T> = Result<T, Diagnostic>;
@@ -21,7 +21,7 @@ pub fn name(w: &str, span: Span) -> PResult<String> {
     if ok {
         Ok(w.to_string())
     } else {
-        Err(syntax(
+        Err(Diagnostic::syntax(
             span,
             format!("expected a name (letters, digits, `-`, `_`, `.`; at most {MAX_NAME} characters), found `{w}`"),
         ))
@@ -30,7 +30,7 @@ pub fn name(w: &str, span: Span) -> PResult<String> {
 
 pub(super) fn cidr(w: &str, span: Span) -> PResult<IpNet> {
     w.parse::<IpNet>().map_err(|e| {
-        syntax(
+        Diagnostic::syntax(
             span,
             format!("{e} in `{w}` (as in 10.0.0.1/24 or fd00::1/64)"),
         )
@@ -40,7 +40,7 @@ pub(super) fn cidr(w: &str, span: Span) -> PResult<IpNet> {
 pub(super) fn network(w: &str, span: Span) -> PResult<IpNet> {
     let net = cidr(w, span)?;
     if !net.is_network() {
-        return Err(syntax(
+        return Err(Diagnostic::syntax(
             span,
             format!(
                 "`{w}` has host bits set; expected the network {}",
@@ -53,7 +53,7 @@ pub(super) fn network(w: &str, span: Span) -> PResult<IpNet> {
 
 pub(super) fn endpoint(w: &str, span: Span) -> PResult<Endpoint> {
     let bad = || {
-        syntax(
+        Diagnostic::syntax(
             span,
             format!("expected an endpoint HOST:PORT or [IPv6]:PORT, found `{w}`"),
         )
@@ -64,7 +64,7 @@ pub(super) fn endpoint(w: &str, span: Span) -> PResult<Endpoint> {
     } else {
         let (h, p) = w.rsplit_once(':').ok_or_else(bad)?;
         if h.contains(':') {
-            return Err(syntax(
+            return Err(Diagnostic::syntax(
                 span,
                 format!("write an IPv6 endpoint as [ADDRESS]:PORT, found `{w}`"),
             ));
@@ -110,9 +110,9 @@ pub(super) fn subject(w: &str, span: Span) -> PResult<Subject> {
     if looks_like_key(k) {
         return PublicKey::from_base64(k)
             .map(Subject::Key)
-            .map_err(|e| syntax(span, format!("bad key: {e}")));
+            .map_err(|e| Diagnostic::syntax(span, format!("bad key: {e}")));
     }
-    Err(syntax(
+    Err(Diagnostic::syntax(
         span,
         format!("expected *, role:NAME, node:NAME or a public key, found `{w}`"),
     ))
@@ -133,7 +133,7 @@ pub(super) fn target(w: &str, span: Span) -> PResult<Target> {
     {
         return network(w, span).map(Target::Cidr);
     }
-    Err(syntax(
+    Err(Diagnostic::syntax(
         span,
         format!("expected *, role:NAME, node:NAME or a CIDR such as 10.18.1.0/24, found `{w}`"),
     ))
@@ -157,10 +157,10 @@ pub fn end_ref(w: &str, span: Span) -> PResult<EndRef> {
     if looks_like_key(k) {
         return PublicKey::from_base64(k)
             .map(EndRef::Key)
-            .map_err(|e| syntax(span, format!("bad key: {e}")));
+            .map_err(|e| Diagnostic::syntax(span, format!("bad key: {e}")));
     }
     name(w, span).map(EndRef::Node).map_err(|_| {
-        syntax(
+        Diagnostic::syntax(
             span,
             format!("expected a node name, role:NAME, an address or a public key, found `{w}`"),
         )
@@ -169,19 +169,19 @@ pub fn end_ref(w: &str, span: Span) -> PResult<EndRef> {
 
 /// Splits `TARGET[:PORT/PROTO]`; IPv6 targets with a flow are bracketed.
 pub fn split_target(w: &str, span: Span) -> PResult<(EndRef, Option<Flow>)> {
-    let flow = |f: &str| Flow::parse(f).map_err(|m| syntax(span, m));
+    let flow = |f: &str| Flow::parse(f).map_err(|m| Diagnostic::syntax(span, m));
     if let Some(rest) = w.strip_prefix('[') {
-        let (addr, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| syntax(span, format!("expected [IPv6]:PORT/PROTO, found `{w}`")))?;
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| syntax(span, format!("expected an IPv6 address, found `{addr}`")))?;
+        let (addr, tail) = rest.split_once(']').ok_or_else(|| {
+            Diagnostic::syntax(span, format!("expected [IPv6]:PORT/PROTO, found `{w}`"))
+        })?;
+        let ip: IpAddr = addr.parse().map_err(|_| {
+            Diagnostic::syntax(span, format!("expected an IPv6 address, found `{addr}`"))
+        })?;
         return match tail {
             "" => Ok((EndRef::Addr(ip), None)),
             t => match t.strip_prefix(':') {
                 Some(f) => Ok((EndRef::Addr(ip), Some(flow(f)?))),
-                None => Err(syntax(
+                None => Err(Diagnostic::syntax(
                     span,
                     format!("expected :PORT/PROTO after `]`, found `{t}`"),
                 )),
@@ -196,7 +196,7 @@ pub fn split_target(w: &str, span: Span) -> PResult<(EndRef, Option<Flow>)> {
                 && (f.contains('/') || !t.contains(':') || prefixed(t)) =>
         {
             if t.contains(':') && !prefixed(t) {
-                return Err(syntax(
+                return Err(Diagnostic::syntax(
                     span,
                     format!(
                         "write an IPv6 address with a port as [ADDRESS]:PORT/PROTO, found `{w}`"

@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use argh::FromArgs;
 
-use super::time::{parse_rfc3339, system_time, unix_secs};
 use super::Policy;
+use crate::time::{parse_rfc3339, system_time, unix_secs};
 
 /// Check, explain, compare and show mesh policy files (offline).
 #[derive(FromArgs, Debug, PartialEq)]

@@ -7,15 +7,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
+use super::ast::RuleKind;
 use super::eval::{decide, service, Action, Verdict};
 use super::model::{Model, Node, NodeId, Rule, RuleId, SourceSet, SvcRef};
 use super::net::IpNet;
 use super::ports::PortSet;
-use super::syntax::RuleKind;
 pub use super::table::NodeTable;
 use super::table::{PortTable, ProtoEntry};
-use super::time::unix_secs;
 use super::PolicyId;
+use crate::time::unix_secs;
 
 #[derive(Debug, Clone, Copy)]
 struct EgressSeg {

@@ -32,6 +32,11 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// A syntax error: the line does not parse.
+    pub fn syntax(span: Span, message: impl Into<String>) -> Self {
+        Self::error("syntax", span, message)
+    }
+
     pub fn error(code: &'static str, span: Span, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,

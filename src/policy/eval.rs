@@ -6,9 +6,9 @@
 
 use std::net::IpAddr;
 
+use super::ast::RuleKind;
 use super::model::{Model, Node, NodeId, Rule, RuleId, Service, SvcRef};
 use super::ports::Flow;
-use super::syntax::RuleKind;
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,13 +3,14 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::ast::{EndRef, RuleKind};
+use super::atoms::{end_ref, split_target};
 use super::diag::Span;
 use super::eval::{evaluate, quarantine_of, rule_covers};
 use super::model::{NodeId, Rule};
 use super::ports::{Flow, PortRange};
-use super::syntax::{end_ref, split_target, EndRef, RuleKind};
-use super::time::format_rfc3339;
 use super::{Action, Policy, Verdict};
+use crate::time::format_rfc3339;
 
 fn resolve_source(p: &Policy, text: &str) -> Result<NodeId, String> {
     let span = Span::default();

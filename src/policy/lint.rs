@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::ast::RuleKind;
 use super::diag::{Diagnostic, Span};
 use super::eval::service;
 use super::model::{Dest, Model, Rule, SvcRef};
 use super::net::IpNet;
 use super::ports::PortSet;
-use super::syntax::RuleKind;
-use super::time::format_rfc3339;
+use crate::time::format_rfc3339;
 
 /// Every lint, at `now` (epoch seconds).
 pub fn lint(m: &Model, now: i64) -> Vec<Diagnostic> {

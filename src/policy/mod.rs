@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ast;
 mod atoms;
 pub mod cli;
 pub mod compile;
@@ -39,7 +40,7 @@ mod resolve;
 pub mod show;
 pub mod syntax;
 pub mod table;
-pub mod time;
+use crate::time;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -47,17 +48,17 @@ use std::time::SystemTime;
 
 use blake2::{Blake2s256, Digest};
 
+pub use ast::{Endpoint, Host, RuleKind};
 pub use compile::NodeTable;
 pub use diag::{Diagnostic, PolicyError, Severity, Span};
 pub use eval::{Action, Verdict};
 pub use model::{Dest, Node, NodeId, Role, Rule, RuleId, Service};
 pub use net::IpNet;
 pub use ports::Flow;
-pub use syntax::{Endpoint, Host, RuleKind};
 
 use crate::keys::PublicKey;
+use ast::Want;
 use model::Model;
-use syntax::Want;
 
 /// The policy's content hash: BLAKE2s-256 of its canonical text (every
 /// statement with comments and extra blanks removed), so reformatting or

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use super::ast::{Endpoint, RuleKind, Want};
 use super::diag::Span;
 use super::net::IpNet;
 use super::ports::{Flow, PortSet};
-use super::syntax::{Endpoint, RuleKind, Want};
 use crate::keys::PublicKey;
 
 /// Index of a node in [`super::Policy::nodes`].

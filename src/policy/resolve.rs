@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use super::ast::{EndRef, RuleKind, Stmt, StmtKind, Subject, Target};
 use super::diag::{Diagnostic, Span};
 use super::model::{
     Dest, Expect, Model, Node, NodeId, Role, Rule, RuleId, Service, SourceSet, SvcRef,
 };
 use super::net::IpNet;
 use super::ports::PortSet;
-use super::syntax::{EndRef, RuleKind, Stmt, StmtKind, Subject, Target};
 
 fn unknown(span: Span, what: &str, name: &str, known: Vec<&str>) -> Diagnostic {
     let mut known = known;
@@ -309,7 +309,7 @@ impl Model {
 
     fn sources(
         &mut self,
-        subjects: &[super::syntax::Loc<Subject>],
+        subjects: &[super::ast::Loc<Subject>],
         quarantine: bool,
         errs: &mut Vec<Diagnostic>,
     ) -> SourceSet {

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use super::model::NodeId;
 use super::ports::PortRange;
 use super::table::Allowed;
-use super::time::{format_rfc3339, unix_secs};
 use super::Policy;
+use crate::time::{format_rfc3339, unix_secs};
 
 const MAX_LISTED: usize = 12;
 

@@ -3,154 +3,17 @@
 //! Every line is one statement; a bad line yields a diagnostic and parsing
 //! goes on with the next line, so one run reports every syntax error.
 
-use std::net::IpAddr;
-
+use super::ast::{
+    ExpectStmt, Loc, NodeStmt, RuleKind, RuleStmt, ServiceStmt, Stmt, StmtKind, Want,
+};
 use super::atoms::{cidr, endpoint, network, subject, target};
-pub use super::atoms::{end_ref, name, split_target};
+use super::atoms::{end_ref, name, split_target};
 use super::diag::{Diagnostic, Span};
 use super::lexer::{lex_line, Tok, Token};
-use super::net::IpNet;
-use super::ports::{parse_num, parse_port_item, Flow, PortSet};
-use super::time::parse_rfc3339;
+use super::ports::{parse_num, parse_port_item, PortSet};
 use crate::keys::PublicKey;
+use crate::time::parse_rfc3339;
 
-/// A value and where it was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loc<T> {
-    pub value: T,
-    pub span: Span,
-}
-
-/// A node's `endpoint`: where to send handshakes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Host {
-    Ip(IpAddr),
-    /// A name resolved later (through /etc/hosts) by the daemon.
-    Name(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    pub host: Host,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.host {
-            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]:{}", self.port),
-            Host::Ip(a) => write!(f, "{a}:{}", self.port),
-            Host::Name(n) => write!(f, "{n}:{}", self.port),
-        }
-    }
-}
-
-/// Who a rule is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
-    Everyone,
-    Role(String),
-    Node(String),
-    Key(PublicKey),
-}
-
-/// Where a service lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    Everyone,
-    Role(String),
-    Node(String),
-    Cidr(IpNet),
-}
-
-/// One end of an `expect` (or of `explain`): a node, a role, an address or a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EndRef {
-    Everyone,
-    Role(String),
-    Node(String),
-    Addr(IpAddr),
-    Key(PublicKey),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RuleKind {
-    Allow,
-    Deny,
-    Quarantine,
-}
-
-/// What an `expect` line wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Want {
-    Allow,
-    /// Dropped or rejected.
-    Deny,
-    Drop,
-    Reject,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStmt {
-    pub name: Loc<String>,
-    pub key: Option<Loc<PublicKey>>,
-    pub addrs: Vec<Loc<IpNet>>,
-    pub endpoint: Option<Endpoint>,
-    pub roles: Vec<Loc<String>>,
-    pub serves: Vec<Loc<IpNet>>,
-    pub keepalive: Option<u16>,
-    pub psk: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceStmt {
-    pub name: Loc<String>,
-    pub targets: Vec<Loc<Target>>,
-    pub ports: PortSet,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleStmt {
-    pub kind: RuleKind,
-    pub audit: bool,
-    pub from: Vec<Loc<Subject>>,
-    /// Service names; `*` means every address of every node, any protocol.
-    pub to: Vec<Loc<String>>,
-    pub except: Vec<Loc<Subject>>,
-    pub until: Option<Loc<i64>>,
-    pub reject: bool,
-    pub name: Option<Loc<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectStmt {
-    pub from: Loc<EndRef>,
-    pub to: Loc<EndRef>,
-    pub flow: Option<Flow>,
-    pub want: Want,
-    pub at: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StmtKind {
-    Node(NodeStmt),
-    Role(Vec<Loc<String>>),
-    Service(ServiceStmt),
-    Rule(RuleStmt),
-    Expect(ExpectStmt),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stmt {
-    pub kind: StmtKind,
-    pub line: u32,
-    /// The statement's tokens joined by single spaces, comments dropped:
-    /// what the content hash covers and what tools quote.
-    pub canonical: String,
-}
-
-/// Longest accepted name; keeps output tidy and hostile input bounded.
-pub(super) const MAX_NAME: usize = 63;
 /// Past this many errors the rest are noise.
 pub const MAX_ERRORS: usize = 100;
 
@@ -214,10 +77,6 @@ struct Parser<'t, 'a> {
 
 type PResult<T> = Result<T, Diagnostic>;
 
-pub(super) fn syntax(span: Span, msg: impl Into<String>) -> Diagnostic {
-    Diagnostic::error("syntax", span, msg)
-}
-
 impl<'a> Parser<'_, 'a> {
     fn peek(&self) -> Option<Token<'a>> {
         self.toks.get(self.pos).copied()
@@ -249,7 +108,7 @@ impl<'a> Parser<'_, 'a> {
                 self.pos += 1;
                 Ok((w, span))
             }
-            _ => Err(syntax(
+            _ => Err(Diagnostic::syntax(
                 self.here(),
                 format!("expected {expected}, found {}", self.describe()),
             )),
@@ -277,7 +136,7 @@ impl<'a> Parser<'_, 'a> {
                 self.pos += 1;
                 Ok(())
             }
-            _ => Err(syntax(
+            _ => Err(Diagnostic::syntax(
                 self.here(),
                 format!("expected `->`, found {}", self.describe()),
             )),
@@ -287,7 +146,7 @@ impl<'a> Parser<'_, 'a> {
     fn end(&self) -> PResult<()> {
         match self.peek() {
             None => Ok(()),
-            Some(_) => Err(syntax(
+            Some(_) => Err(Diagnostic::syntax(
                 self.here(),
                 format!("expected end of line, found {}", self.describe()),
             )),
@@ -329,10 +188,10 @@ impl<'a> Parser<'_, 'a> {
             "audit" => match self.word("`allow` or `deny` after `audit`")? {
                 ("allow", _) => self.rule(RuleKind::Allow, true).map(StmtKind::Rule),
                 ("deny", _) => self.rule(RuleKind::Deny, true).map(StmtKind::Rule),
-                (w, s) => Err(syntax(s, format!("expected `allow` or `deny` after `audit`, found `{w}`"))),
+                (w, s) => Err(Diagnostic::syntax(s, format!("expected `allow` or `deny` after `audit`, found `{w}`"))),
             },
             "expect" => self.expect().map(StmtKind::Expect),
-            other => Err(syntax(
+            other => Err(Diagnostic::syntax(
                 span,
                 format!("expected a statement (node, role, service, allow, deny, audit, quarantine, expect), found `{other}`"),
             )),
@@ -364,7 +223,7 @@ impl<'a> Parser<'_, 'a> {
                 a => a,
             };
             if seen.contains(&attr) {
-                return Err(syntax(
+                return Err(Diagnostic::syntax(
                     span,
                     format!("`{attr}` is given twice for node {n}"),
                 ));
@@ -373,7 +232,7 @@ impl<'a> Parser<'_, 'a> {
             match attr {
                 "key" => {
                     let (k, s) = self.word("a public key (44 characters of base64)")?;
-                    let key = PublicKey::from_base64(k).map_err(|e| syntax(s, format!("bad key: {e}")))?;
+                    let key = PublicKey::from_base64(k).map_err(|e| Diagnostic::syntax(s, format!("bad key: {e}")))?;
                     node.key = Some(Loc { value: key, span: s });
                 }
                 "addr" => node.addrs = self.list("a tunnel address such as 10.0.0.1/24 or fd00::1/64", cidr)?,
@@ -386,7 +245,7 @@ impl<'a> Parser<'_, 'a> {
                 "keepalive" => {
                     let (k, s) = self.word("a keepalive interval in seconds")?;
                     let v = parse_num(k, 65535)
-                        .ok_or_else(|| syntax(s, format!("expected seconds from 0 to 65535, found `{k}`")))?;
+                        .ok_or_else(|| Diagnostic::syntax(s, format!("expected seconds from 0 to 65535, found `{k}`")))?;
                     node.keepalive = Some(v as u16);
                 }
                 "psk" => {
@@ -394,7 +253,7 @@ impl<'a> Parser<'_, 'a> {
                     node.psk = Some(p.to_string());
                 }
                 other => {
-                    return Err(syntax(
+                    return Err(Diagnostic::syntax(
                         span,
                         format!(
                             "expected a node attribute (key, addr, endpoint, roles, serves, keepalive, psk), found `{other}`"
@@ -404,10 +263,13 @@ impl<'a> Parser<'_, 'a> {
             }
         }
         if node.key.is_none() {
-            return Err(syntax(self.here(), format!("node {n} needs `key BASE64`")));
+            return Err(Diagnostic::syntax(
+                self.here(),
+                format!("node {n} needs `key BASE64`"),
+            ));
         }
         if node.addrs.is_empty() {
-            return Err(syntax(
+            return Err(Diagnostic::syntax(
                 self.here(),
                 format!("node {n} needs `addr ADDRESS[,ADDRESS]`"),
             ));
@@ -430,7 +292,7 @@ impl<'a> Parser<'_, 'a> {
         loop {
             let (w, s) =
                 self.word("ports: any, ping, tcp/PORT, udp/PORT-PORT, icmp/TYPE, proto/N ...")?;
-            let item = parse_port_item(w, prev).map_err(|m| syntax(s, m))?;
+            let item = parse_port_item(w, prev).map_err(|m| Diagnostic::syntax(s, m))?;
             prev = match item {
                 super::ports::PortItem::Range(p, _, _) | super::ports::PortItem::Proto(p) => {
                     Some(p)
@@ -477,7 +339,7 @@ impl<'a> Parser<'_, 'a> {
         while let Some(Token { span, .. }) = self.peek() {
             let (opt, _) = self.word("an option")?;
             if seen.contains(&opt) {
-                return Err(syntax(span, format!("`{opt}` is given twice")));
+                return Err(Diagnostic::syntax(span, format!("`{opt}` is given twice")));
             }
             seen.push(opt);
             match opt {
@@ -487,7 +349,7 @@ impl<'a> Parser<'_, 'a> {
                 "until" => {
                     let (t, s) = self.word("an RFC 3339 time such as 2026-05-01T17:00:00Z")?;
                     let secs = parse_rfc3339(t).ok_or_else(|| {
-                        syntax(s, format!("expected an RFC 3339 time such as 2026-05-01T17:00:00Z, found `{t}`"))
+                        Diagnostic::syntax(s, format!("expected an RFC 3339 time such as 2026-05-01T17:00:00Z, found `{t}`"))
                     })?;
                     rule.until = Some(Loc {
                         value: secs,
@@ -495,13 +357,18 @@ impl<'a> Parser<'_, 'a> {
                     });
                 }
                 "reject" if kind == RuleKind::Deny => rule.reject = true,
-                "reject" => return Err(syntax(span, "`reject` only applies to deny rules")),
+                "reject" => {
+                    return Err(Diagnostic::syntax(
+                        span,
+                        "`reject` only applies to deny rules",
+                    ))
+                }
                 "as" => {
                     let (n, s) = self.word("a rule name")?;
                     if n.strip_prefix('r')
                         .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
                     {
-                        return Err(syntax(
+                        return Err(Diagnostic::syntax(
                             s,
                             format!("`{n}` looks like an automatic rule id; choose another name"),
                         ));
@@ -517,7 +384,10 @@ impl<'a> Parser<'_, 'a> {
                     } else {
                         "except, until, reject or as"
                     };
-                    return Err(syntax(span, format!("expected {opts}, found `{other}`")));
+                    return Err(Diagnostic::syntax(
+                        span,
+                        format!("expected {opts}, found `{other}`"),
+                    ));
                 }
             }
         }
@@ -536,7 +406,7 @@ impl<'a> Parser<'_, 'a> {
         let (to, flow) = split_target(t, tspan)?;
         match self.word("`is`")? {
             ("is", _) => {}
-            (w, s) => return Err(syntax(s, format!("expected `is`, found `{w}`"))),
+            (w, s) => return Err(Diagnostic::syntax(s, format!("expected `is`, found `{w}`"))),
         }
         let want = match self.word("allow, deny, drop or reject")? {
             ("allow", _) => Want::Allow,
@@ -544,7 +414,7 @@ impl<'a> Parser<'_, 'a> {
             ("drop", _) => Want::Drop,
             ("reject", _) => Want::Reject,
             (w, s) => {
-                return Err(syntax(
+                return Err(Diagnostic::syntax(
                     s,
                     format!("expected allow, deny, drop or reject, found `{w}`"),
                 ))
@@ -555,7 +425,7 @@ impl<'a> Parser<'_, 'a> {
             self.pos += 1;
             let (w, s) = self.word("an RFC 3339 time")?;
             at = Some(parse_rfc3339(w).ok_or_else(|| {
-                syntax(
+                Diagnostic::syntax(
                     s,
                     format!("expected an RFC 3339 time such as 2026-05-01T17:00:00Z, found `{w}`"),
                 )

@@ -10,8 +10,8 @@ use super::eval::Verdict;
 use super::model::NodeId;
 use super::net::{to_bits, IpNet};
 use super::ports::{ICMP, ICMP6};
-use super::time::system_time;
 use super::PolicyId;
+use crate::time::system_time;
 
 /// Per destination network, the allowed port ranges.
 pub(crate) type SegmentView = Vec<(IpNet, Vec<Allowed>)>;

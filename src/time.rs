@@ -1,4 +1,4 @@
-//! RFC 3339 timestamps (`2026-05-01T17:00:00Z`) for `until` and `at`.
+//! RFC 3339 timestamps (`2026-05-01T17:00:00Z`): policy `until`/`at`, log lines and flow records.
 //!
 //! Times are whole seconds since the Unix epoch; fractions are accepted and
 //! truncated, because expiry at second granularity is all a policy needs.
@@ -82,6 +82,29 @@ pub fn format_rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Formats a `SystemTime` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds),
+/// the form flow records and SIEMs use.
+pub fn format_rfc3339_millis(t: SystemTime) -> String {
+    let (secs, millis) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_millis(),
+        ),
+        Err(e) => {
+            let back = e.duration();
+            let s = i64::try_from(back.as_secs()).unwrap_or(i64::MAX);
+            match back.subsec_millis() {
+                0 => (-s, 0),
+                m => (-s.saturating_add(1), 1000 - m),
+            }
+        }
+    };
+    let mut out = format_rfc3339(secs);
+    out.truncate(out.len() - 1);
+    out.push_str(&format!(".{millis:03}Z"));
+    out
 }
 
 /// Seconds since the epoch for a `SystemTime` (negative before 1970).
@@ -172,6 +195,10 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+        let t = system_time(1_709_208_000) + Duration::from_millis(7);
+        assert_eq!(format_rfc3339_millis(t), "2024-02-29T12:00:00.007Z");
+        let t = system_time(0) - Duration::from_millis(1);
+        assert_eq!(format_rfc3339_millis(t), "1969-12-31T23:59:59.999Z");
         assert_eq!(unix_secs(system_time(-5)), -5);
         assert_eq!(unix_secs(system_time(42)), 42);
     }
