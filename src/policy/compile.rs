@@ -113,6 +113,11 @@ impl<'m> Builder<'m> {
         id
     }
 
+    /// Whether port table `t` allows anything at all.
+    fn allows(&self, t: u32) -> bool {
+        self.table_allows.get(t as usize).copied().unwrap_or(false)
+    }
+
     fn quarantine_table(&mut self, q: RuleId) -> u32 {
         let v = Verdict {
             action: Action::Drop,
@@ -183,9 +188,33 @@ fn net_has(net: &IpNet, v6: bool, bits: u128) -> bool {
     }
 }
 
+/// Which rules a source node matches at this node: nodes in one class share
+/// every ingress verdict, so the matrix has a row per class, not per node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ClassKey {
+    /// Indexes into the relevant ingress rules that match the source.
+    Rules(Vec<u32>),
+    /// The source, or this node, is quarantined by this rule: drop everything.
+    Quarantined(RuleId),
+}
+
+/// One node's compilation, phase by phase: [`Compiler::quarantines`],
+/// [`Compiler::ingress`], [`Compiler::egress`], [`Compiler::finish`].
+struct Compiler<'m> {
+    b: Builder<'m>,
+    me: &'m Node,
+    node: NodeId,
+    now: i64,
+    /// The earliest `until` among the rules in force that shaped the table.
+    expiry: Option<i64>,
+    /// First quarantine rule in force, per node.
+    quarantine: Vec<Option<RuleId>>,
+    /// Whether each node has some allowed path to or from this node.
+    peer: Vec<bool>,
+}
+
 /// Compiles the table for `node` at `now`; see [`super::Policy::compile_for`].
 pub fn compile(m: &Model, policy_id: PolicyId, node: NodeId, now: SystemTime) -> NodeTable {
-    let now = unix_secs(now);
     let n_nodes = m.nodes.len();
     let empty = NodeTable {
         node,
@@ -210,238 +239,281 @@ pub fn compile(m: &Model, policy_id: PolicyId, node: NodeId, now: SystemTime) ->
     let Some(me) = m.nodes.get(node.index()) else {
         return empty;
     };
-    let mut b = Builder {
-        m,
-        t: empty,
-        verdict_ids: HashMap::new(),
-        table_ids: HashMap::new(),
-        table_allows: Vec::new(),
+    let mut c = Compiler {
+        b: Builder {
+            m,
+            t: empty,
+            verdict_ids: HashMap::new(),
+            table_ids: HashMap::new(),
+            table_allows: Vec::new(),
+        },
+        me,
+        node,
+        now: unix_secs(now),
+        expiry: None,
+        quarantine: vec![None; n_nodes],
+        peer: vec![false; n_nodes],
     };
+    c.quarantines();
+    c.ingress();
+    c.egress();
+    c.finish()
+}
 
-    // First quarantine rule in force per node.
-    let mut quarantine: Vec<Option<RuleId>> = vec![None; n_nodes];
-    let mut expiry: Option<i64> = None;
-    let mut note_expiry = |r: &Rule| {
+impl<'m> Compiler<'m> {
+    fn note_expiry(&mut self, r: &Rule) {
         if let Some(u) = r.until {
-            expiry = Some(expiry.map_or(u, |e: i64| e.min(u)));
-        }
-    };
-    for r in m
-        .rules
-        .iter()
-        .filter(|r| r.kind == RuleKind::Quarantine && r.active(now))
-    {
-        note_expiry(r);
-        for id in members(m, &r.from) {
-            if let Some(q @ None) = quarantine.get_mut(id.index()) {
-                *q = Some(r.id);
-            }
+            self.expiry = Some(self.expiry.map_or(u, |e| e.min(u)));
         }
     }
-    let q_of = |id: NodeId| quarantine.get(id.index()).copied().flatten();
-    let enforced = |r: &&Rule| r.kind != RuleKind::Quarantine && r.active(now);
 
-    // Ingress: rules whose services deliver to this node.
-    let relevant: Vec<&Rule> = m
-        .rules
-        .iter()
-        .filter(enforced)
-        .filter(|r| {
-            r.services
-                .iter()
-                .filter_map(|s| service(m, *s))
-                .any(|s| !s.dests_at(node).is_empty())
-        })
-        .collect();
-    let mut cuts: Vec<IpNet> = Vec::new();
-    for r in &relevant {
-        note_expiry(r);
-        for s in r.services.iter().filter_map(|s| service(m, *s)) {
-            cuts.extend(s.dests_at(node).iter().map(|d| d.net));
-        }
+    fn q_of(&self, id: NodeId) -> Option<RuleId> {
+        self.quarantine.get(id.index()).copied().flatten()
     }
-    cuts.sort_unstable();
-    cuts.dedup();
-    let space: Vec<IpNet> = me.space().collect();
-    b.t.seg_v4 = segments(&space, &cuts, false);
-    b.t.seg_v6 = segments(&space, &cuts, true);
 
-    let mut sigs: Vec<Vec<u32>> = vec![Vec::new(); n_nodes];
-    for (i, r) in relevant.iter().enumerate() {
-        for id in members(m, &r.from) {
-            let Some(src) = m.nodes.get(id.index()) else {
-                continue;
-            };
-            if let Some(sig) = sigs.get_mut(id.index()) {
-                if sig.last() != Some(&(i as u32)) && !r.except.contains(src) {
-                    sig.push(i as u32);
-                }
-            }
-        }
-    }
-    let my_q = q_of(node);
-    let mut class_of: HashMap<Vec<u32>, u32> = HashMap::new();
-    let mut class_keys: Vec<Vec<u32>> = Vec::new();
-    b.t.src_class = Vec::with_capacity(n_nodes);
-    for (i, sig) in sigs.into_iter().enumerate() {
-        let key = match q_of(NodeId(i as u32)).or(my_q) {
-            Some(q) => vec![u32::MAX, q.0],
-            None => sig,
-        };
-        let next = class_keys.len() as u32;
-        let c = *class_of.entry(key).or_insert_with_key(|k| {
-            class_keys.push(k.clone());
-            next
-        });
-        b.t.src_class.push(c);
-    }
-    let segs: Vec<(bool, u128)> =
-        b.t.seg_v4
+    /// Rules enforced now (quarantine is handled on its own).
+    fn enforced(&self) -> impl Iterator<Item = &'m Rule> + 'm {
+        let now = self.now;
+        self.b
+            .m
+            .rules
             .iter()
-            .map(|s| (false, s.0))
-            .chain(b.t.seg_v6.iter().map(|s| (true, s.0)))
-            .collect();
-    let mut class_allows = vec![false; class_keys.len()];
-    for (c, key) in class_keys.iter().enumerate() {
-        for &(v6, lo) in &segs {
-            let t = match key.as_slice() {
-                [u32::MAX, q] => b.quarantine_table(RuleId(*q)),
-                sig => {
-                    let mut contribs: Vec<Contrib<'_>> = Vec::new();
-                    for r in sig.iter().filter_map(|i| relevant.get(*i as usize)) {
-                        for s in r.services.iter().filter_map(|s| service(m, *s)) {
-                            if s.dests_at(node).iter().any(|d| net_has(&d.net, v6, lo)) {
-                                contribs.push((r, &s.ports));
-                            }
-                        }
-                    }
-                    b.table(&contribs)
-                }
-            };
-            if b.table_allows.get(t as usize).copied().unwrap_or(false) {
-                if let Some(a) = class_allows.get_mut(c) {
-                    *a = true;
-                }
-            }
-            b.t.matrix.push(t);
-        }
-    }
-    let mut peer = vec![false; n_nodes];
-    for (i, c) in b.t.src_class.iter().enumerate() {
-        if class_allows.get(*c as usize).copied().unwrap_or(false) {
-            if let Some(p) = peer.get_mut(i) {
-                *p = true;
-            }
-        }
+            .filter(move |r| r.kind != RuleKind::Quarantine && r.active(now))
     }
 
-    // Egress: what the receivers would decide for flows from this node.
-    let mut grants: Vec<(NodeId, RuleId, SvcRef)> = Vec::new();
-    if my_q.is_none() {
+    /// Phase 1: the first quarantine rule in force per node.
+    fn quarantines(&mut self) {
+        let (m, now) = (self.b.m, self.now);
         for r in m
             .rules
             .iter()
-            .filter(enforced)
-            .filter(|r| r.matches_source(me))
+            .filter(|r| r.kind == RuleKind::Quarantine && r.active(now))
         {
-            note_expiry(r);
-            for sref in &r.services {
-                if let Some(s) = service(m, *sref) {
-                    grants.extend(
-                        s.dests
-                            .iter()
-                            .filter(|d| d.node != node)
-                            .map(|d| (d.node, r.id, *sref)),
-                    );
+            self.note_expiry(r);
+            for id in members(m, &r.from) {
+                if let Some(q @ None) = self.quarantine.get_mut(id.index()) {
+                    *q = Some(r.id);
                 }
             }
         }
     }
-    grants.sort_unstable();
-    grants.dedup();
-    let mut egress: Vec<(bool, EgressSeg)> = Vec::new();
-    for via in &m.nodes {
-        if via.id == node {
-            continue;
+
+    /// Phase 2: what this node accepts. Cuts its address space at every
+    /// service destination, groups sources into classes and fills the
+    /// class x segment matrix of port tables.
+    fn ingress(&mut self) {
+        let (m, node) = (self.b.m, self.node);
+        let relevant: Vec<&Rule> = self
+            .enforced()
+            .filter(|r| {
+                r.services
+                    .iter()
+                    .filter_map(|s| service(m, *s))
+                    .any(|s| !s.dests_at(node).is_empty())
+            })
+            .collect();
+        let mut cuts: Vec<IpNet> = Vec::new();
+        for r in &relevant {
+            self.note_expiry(r);
+            for s in r.services.iter().filter_map(|s| service(m, *s)) {
+                cuts.extend(s.dests_at(node).iter().map(|d| d.net));
+            }
         }
-        if let Some(q) = my_q.or(q_of(via.id)) {
-            let t = b.quarantine_table(q);
-            let space: Vec<IpNet> = via.space().collect();
-            for v6 in [false, true] {
-                for (lo, hi) in segments(&space, &[], v6) {
-                    egress.push((
-                        v6,
-                        EgressSeg {
+        cuts.sort_unstable();
+        cuts.dedup();
+        let space: Vec<IpNet> = self.me.space().collect();
+        self.b.t.seg_v4 = segments(&space, &cuts, false);
+        self.b.t.seg_v6 = segments(&space, &cuts, true);
+
+        let class_keys = self.source_classes(&relevant);
+        let segs: Vec<(bool, u128)> = self
+            .b
+            .t
+            .seg_v4
+            .iter()
+            .map(|s| (false, s.0))
+            .chain(self.b.t.seg_v6.iter().map(|s| (true, s.0)))
+            .collect();
+        let mut class_allows = vec![false; class_keys.len()];
+        for (c, key) in class_keys.iter().enumerate() {
+            for &(v6, lo) in &segs {
+                let t = match key {
+                    ClassKey::Quarantined(q) => self.b.quarantine_table(*q),
+                    ClassKey::Rules(sig) => {
+                        let mut contribs: Vec<Contrib<'_>> = Vec::new();
+                        for r in sig.iter().filter_map(|i| relevant.get(*i as usize)) {
+                            for s in r.services.iter().filter_map(|s| service(m, *s)) {
+                                if s.dests_at(node).iter().any(|d| net_has(&d.net, v6, lo)) {
+                                    contribs.push((r, &s.ports));
+                                }
+                            }
+                        }
+                        self.b.table(&contribs)
+                    }
+                };
+                if self.b.allows(t) {
+                    if let Some(a) = class_allows.get_mut(c) {
+                        *a = true;
+                    }
+                }
+                self.b.t.matrix.push(t);
+            }
+        }
+        for (i, c) in self.b.t.src_class.iter().enumerate() {
+            if class_allows.get(*c as usize).copied().unwrap_or(false) {
+                if let Some(p) = self.peer.get_mut(i) {
+                    *p = true;
+                }
+            }
+        }
+    }
+
+    /// Assigns every node its source class (`src_class`); returns the classes.
+    fn source_classes(&mut self, relevant: &[&Rule]) -> Vec<ClassKey> {
+        let m = self.b.m;
+        let mut sigs: Vec<Vec<u32>> = vec![Vec::new(); m.nodes.len()];
+        for (i, r) in relevant.iter().enumerate() {
+            for id in members(m, &r.from) {
+                let Some(src) = m.nodes.get(id.index()) else {
+                    continue;
+                };
+                if let Some(sig) = sigs.get_mut(id.index()) {
+                    if sig.last() != Some(&(i as u32)) && !r.except.contains(src) {
+                        sig.push(i as u32);
+                    }
+                }
+            }
+        }
+        let my_q = self.q_of(self.node);
+        let mut class_of: HashMap<ClassKey, u32> = HashMap::new();
+        let mut class_keys: Vec<ClassKey> = Vec::new();
+        self.b.t.src_class = Vec::with_capacity(sigs.len());
+        for (i, sig) in sigs.into_iter().enumerate() {
+            let key = match self.q_of(NodeId(i as u32)).or(my_q) {
+                Some(q) => ClassKey::Quarantined(q),
+                None => ClassKey::Rules(sig),
+            };
+            let next = class_keys.len() as u32;
+            let c = *class_of.entry(key).or_insert_with_key(|k| {
+                class_keys.push(k.clone());
+                next
+            });
+            self.b.t.src_class.push(c);
+        }
+        class_keys
+    }
+
+    /// Phase 3: what the receivers would decide for flows from this node,
+    /// per receiving peer, so the sender can skip what would be dropped.
+    fn egress(&mut self) {
+        let (m, node) = (self.b.m, self.node);
+        let my_q = self.q_of(node);
+        let mut grants: Vec<(NodeId, RuleId, SvcRef)> = Vec::new();
+        if my_q.is_none() {
+            let me = self.me;
+            let rules: Vec<&Rule> = self.enforced().filter(|r| r.matches_source(me)).collect();
+            for r in rules {
+                self.note_expiry(r);
+                for sref in &r.services {
+                    if let Some(s) = service(m, *sref) {
+                        grants.extend(
+                            s.dests
+                                .iter()
+                                .filter(|d| d.node != node)
+                                .map(|d| (d.node, r.id, *sref)),
+                        );
+                    }
+                }
+            }
+        }
+        grants.sort_unstable();
+        grants.dedup();
+        let mut egress: Vec<(bool, EgressSeg)> = Vec::new();
+        for via in &m.nodes {
+            if via.id == node {
+                continue;
+            }
+            if let Some(q) = my_q.or(self.q_of(via.id)) {
+                let t = self.b.quarantine_table(q);
+                let space: Vec<IpNet> = via.space().collect();
+                for v6 in [false, true] {
+                    for (lo, hi) in segments(&space, &[], v6) {
+                        let seg = EgressSeg {
                             via: via.id.0,
                             lo,
                             hi,
                             table: t,
-                        },
-                    ));
+                        };
+                        egress.push((v6, seg));
+                    }
+                }
+            }
+        }
+        for run in grants.chunk_by(|a, b| a.0 == b.0) {
+            let Some(via) = run.first().and_then(|g| m.nodes.get(g.0.index())) else {
+                continue;
+            };
+            if self.q_of(via.id).is_some() {
+                continue;
+            }
+            egress_for(&mut self.b, via, run, &mut egress, &mut self.peer);
+        }
+        self.index_egress(egress);
+    }
+
+    /// Lays the egress ranges out per peer with start offsets.
+    fn index_egress(&mut self, mut egress: Vec<(bool, EgressSeg)>) {
+        let t = &mut self.b.t;
+        let n_nodes = self.b.m.nodes.len();
+        egress.sort_unstable_by_key(|(_, s)| (s.via, s.lo));
+        t.egress_v4_at = vec![0; n_nodes + 1];
+        t.egress_v6_at = vec![0; n_nodes + 1];
+        for (v6, s) in egress {
+            // Counts per peer first; turned into start offsets below.
+            if v6 {
+                t.egress_v6.push((s.lo, s.hi, s.table));
+                if let Some(c) = t.egress_v6_at.get_mut(s.via as usize + 1) {
+                    *c += 1;
+                }
+            } else {
+                t.egress_v4.push((
+                    (s.lo & 0xffff_ffff) as u32,
+                    (s.hi & 0xffff_ffff) as u32,
+                    s.table,
+                ));
+                if let Some(c) = t.egress_v4_at.get_mut(s.via as usize + 1) {
+                    *c += 1;
+                }
+            }
+        }
+        for at in [&mut t.egress_v4_at, &mut t.egress_v6_at] {
+            for i in 1..at.len() {
+                let prev = at.get(i - 1).copied().unwrap_or(0);
+                if let Some(c) = at.get_mut(i) {
+                    *c += prev;
                 }
             }
         }
     }
-    let mut start = 0;
-    while let Some(&(via_id, _, _)) = grants.get(start) {
-        let end = start
-            + grants
-                .get(start..)
-                .map_or(0, |g| g.iter().take_while(|g| g.0 == via_id).count());
-        let run = grants.get(start..end).unwrap_or(&[]);
-        start = end;
-        let Some(via) = m.nodes.get(via_id.index()) else {
-            continue;
-        };
-        if q_of(via_id).is_some() {
-            continue;
-        }
-        egress_for(&mut b, via, run, &mut egress, &mut peer);
-    }
-    egress.sort_unstable_by_key(|(_, s)| (s.via, s.lo));
-    b.t.egress_v4_at = vec![0; n_nodes + 1];
-    b.t.egress_v6_at = vec![0; n_nodes + 1];
-    for (v6, s) in egress {
-        // Counts per peer first; turned into start offsets below.
-        if v6 {
-            b.t.egress_v6.push((s.lo, s.hi, s.table));
-            if let Some(c) = b.t.egress_v6_at.get_mut(s.via as usize + 1) {
-                *c += 1;
-            }
-        } else {
-            b.t.egress_v4.push((
-                (s.lo & 0xffff_ffff) as u32,
-                (s.hi & 0xffff_ffff) as u32,
-                s.table,
-            ));
-            if let Some(c) = b.t.egress_v4_at.get_mut(s.via as usize + 1) {
-                *c += 1;
-            }
-        }
-    }
-    for at in [&mut b.t.egress_v4_at, &mut b.t.egress_v6_at] {
-        for i in 1..at.len() {
-            let prev = at.get(i - 1).copied().unwrap_or(0);
-            if let Some(c) = at.get_mut(i) {
-                *c += prev;
-            }
-        }
-    }
 
-    if let Some(p) = peer.get_mut(node.index()) {
-        *p = false;
-    }
-    for (i, p) in peer.iter().enumerate() {
-        if *p {
-            b.t.peers.push(NodeId(i as u32));
-            if let Some(w) = b.t.peer_bits.get_mut(i / 64) {
-                *w |= 1u64 << (i % 64);
+    /// Phase 4: the peer set and the next moment the table must be rebuilt.
+    fn finish(mut self) -> NodeTable {
+        if let Some(p) = self.peer.get_mut(self.node.index()) {
+            *p = false;
+        }
+        let t = &mut self.b.t;
+        for (i, p) in self.peer.iter().enumerate() {
+            if *p {
+                t.peers.push(NodeId(i as u32));
+                if let Some(w) = t.peer_bits.get_mut(i / 64) {
+                    *w |= 1u64 << (i % 64);
+                }
             }
         }
+        t.next_expiry = self.expiry.filter(|e| *e > self.now);
+        t.matrix.shrink_to_fit();
+        self.b.t
     }
-    b.t.next_expiry = expiry.filter(|e| *e > now);
-    b.t.matrix.shrink_to_fit();
-    b.t
 }
 
 fn egress_for(
@@ -475,7 +547,7 @@ fn egress_for(
             if t == default {
                 continue;
             }
-            if b.table_allows.get(t as usize).copied().unwrap_or(false) {
+            if b.allows(t) {
                 if let Some(p) = peer.get_mut(via.id.index()) {
                     *p = true;
                 }
