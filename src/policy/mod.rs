@@ -31,6 +31,8 @@ pub mod diag;
 pub mod diff;
 pub mod eval;
 pub mod explain;
+pub mod flowlog;
+pub mod flowlog_agg;
 mod lexer;
 pub mod lint;
 pub mod model;
