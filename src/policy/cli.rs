@@ -5,10 +5,12 @@ use std::time::SystemTime;
 
 use argh::FromArgs;
 
+use super::flowlog_agg::Observed;
 use super::Policy;
 use crate::time::{parse_rfc3339, system_time, unix_secs};
 
-/// Check, explain, compare and show mesh policy files (offline).
+/// Check, explain, compare and show mesh policy files; learn rules from flow
+/// logs and replay logs against a new policy (offline).
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(subcommand, name = "policy")]
 pub struct PolicyCmd {
@@ -23,6 +25,8 @@ enum Sub {
     Explain(Explain),
     Diff(Diff),
     Show(Show),
+    Suggest(Suggest),
+    Replay(Replay),
 }
 
 /// Parse, resolve, run the expect lines and lint; exit 1 on any error.
@@ -88,6 +92,41 @@ struct Show {
     at: Option<String>,
 }
 
+/// Suggest least-privilege rules from flow logs: policy lines to append
+/// (audit rules unless --enforce), with coverage, unused rules and misfits.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "suggest")]
+struct Suggest {
+    /// current policy file
+    #[argh(positional)]
+    file: String,
+    /// flow log files (JSON lines as nodes write them; `-` reads stdin)
+    #[argh(positional)]
+    logs: Vec<String>,
+    /// emit allow rules with expect lines instead of audit rules
+    #[argh(switch)]
+    enforce: bool,
+    /// evaluate at this RFC 3339 time instead of now
+    #[argh(option)]
+    at: Option<String>,
+}
+
+/// Re-decide every observed flow under a new policy: what it would cut,
+/// what it newly allows. Exit 1 when any observed flow would be cut.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "replay")]
+struct Replay {
+    /// the new policy file
+    #[argh(positional)]
+    file: String,
+    /// flow log files (JSON lines as nodes write them; `-` reads stdin)
+    #[argh(positional)]
+    logs: Vec<String>,
+    /// evaluate at this RFC 3339 time instead of now
+    #[argh(option)]
+    at: Option<String>,
+}
+
 /// Exit status for a policy with errors or failed expectations.
 const EXIT_POLICY: u8 = 1;
 /// Exit status for bad usage or unreadable files.
@@ -100,6 +139,8 @@ pub fn run(cmd: PolicyCmd) -> ExitCode {
         Sub::Explain(e) => explain(&e),
         Sub::Diff(d) => diff(&d),
         Sub::Show(s) => show(&s),
+        Sub::Suggest(s) => suggest(&s),
+        Sub::Replay(r) => replay(&r),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -193,4 +234,46 @@ fn show(s: &Show) -> Result<u8, String> {
     })?;
     print!("{}", super::show::show(&p, node.id, now));
     Ok(0)
+}
+
+/// Reads the flow logs, reporting malformed lines on stderr.
+fn observe(logs: &[String]) -> Result<Observed, String> {
+    if logs.is_empty() {
+        return Err("expected at least one flow log file after the policy file".into());
+    }
+    let mut o = Observed::new();
+    o.read_files(logs)?;
+    for e in &o.stats.errors {
+        eprintln!("{e}");
+    }
+    let more = o
+        .stats
+        .malformed
+        .saturating_sub(o.stats.errors.len() as u64);
+    if more > 0 {
+        eprintln!("... and {more} more malformed lines");
+    }
+    Ok(o)
+}
+
+fn suggest(s: &Suggest) -> Result<u8, String> {
+    let now = unix_secs(when(&s.at)?);
+    let p = load(&s.file)?;
+    let o = observe(&s.logs)?;
+    let found = super::suggest::suggest(&p, &o, s.enforce, now);
+    print!("{}", super::suggest_render::render(&p, &found, &o.stats));
+    Ok(0)
+}
+
+fn replay(r: &Replay) -> Result<u8, String> {
+    let now = unix_secs(when(&r.at)?);
+    let p = load(&r.file)?;
+    let o = observe(&r.logs)?;
+    let result = super::replay::replay(&p, &o, now);
+    print!("{}", super::replay::render(&result, &o));
+    Ok(if result.cut.is_empty() {
+        0
+    } else {
+        EXIT_POLICY
+    })
 }

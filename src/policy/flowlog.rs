@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::ports::{has_ports, proto_by_name, ICMP, ICMP6};
-use super::time::parse_rfc3339;
+use crate::time::parse_rfc3339;
 
 /// Longest line accepted; a record is a few hundred bytes.
 pub const MAX_LINE: usize = 64 * 1024;

@@ -176,9 +176,15 @@ impl Observed {
         Ok(())
     }
 
-    /// Reads every file in turn.
+    /// Reads every file in turn (`-`: standard input).
     pub fn read_files(&mut self, paths: &[String]) -> Result<(), String> {
         for p in paths {
+            if p == "-" {
+                let stdin = std::io::stdin().lock();
+                self.read(stdin, "<stdin>")
+                    .map_err(|e| format!("cannot read standard input: {e}"))?;
+                continue;
+            }
             let f = std::fs::File::open(p).map_err(|e| format!("cannot read {p}: {e}"))?;
             self.read(std::io::BufReader::with_capacity(1 << 16, f), p)
                 .map_err(|e| format!("cannot read {p}: {e}"))?;
@@ -271,13 +277,19 @@ impl Observed {
             self.stats.not_aggregated += 1;
             return;
         };
+        // A counted record with an audit verdict: what happened is the event.
+        let outcome = match (r.event, f.outcome) {
+            (Event::Denied, Outcome::Audit) => Outcome::Drop,
+            (_, Outcome::Audit) => Outcome::Allow,
+            (_, o) => o,
+        };
         let key = CellKey {
             src,
             via,
             dst: f.dst_ip,
             proto: f.proto,
             port,
-            outcome: f.outcome,
+            outcome,
             rule,
         };
         let Some(cell) = self.cell(key) else {

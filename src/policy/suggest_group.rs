@@ -1,0 +1,447 @@
+//! Turning observed (source node, destination, port) triples into the
+//! rules an operator would write.
+//!
+//! Per protocol and responder port: destinations are generalised to a role
+//! when every member of the role received that port from exactly the same
+//! sources, else they stay single nodes (or single served addresses).
+//! Then sources: a role when every one of its members made those flows,
+//! else single nodes. Port lists are merged per (source segment,
+//! destination) and contiguous ports become ranges; identical (destination,
+//! ports) pairs share one service, an existing one when the policy already
+//! has exactly that service. One rule per (source segment, service).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+
+use super::ast::MAX_NAME;
+use super::model::{Dest, Model, NodeId, RuleId};
+use super::net::IpNet;
+use super::ports::{has_ports, Flow, PortRange, ESP, GRE, ICMP, ICMP6, SCTP, TCP, UDP};
+use super::suggest::Tally;
+use super::Policy;
+
+/// Where observed flows went: a node's own address, or an address in a
+/// network some node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unit {
+    Node(NodeId),
+    Host(IpAddr),
+}
+
+/// A suggested service's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Role(u32),
+    Node(NodeId),
+    Host(IpAddr),
+}
+
+/// A suggested rule's sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Segment {
+    Role(u32),
+    Node(NodeId),
+}
+
+/// Observed triples needing a rule: stats, one destination address seen,
+/// and the audit allow rule already matching them (if any).
+pub type Needs = BTreeMap<(NodeId, Unit, Flow), (Tally, IpAddr, Option<RuleId>)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewService {
+    pub name: String,
+    /// Already defined in the policy (not printed again).
+    pub existing: bool,
+    pub target: Target,
+    pub ports: Vec<PortRange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRule {
+    pub name: String,
+    pub segment: Segment,
+    /// Index into [`Grouped::services`].
+    pub service: usize,
+    pub tally: Tally,
+    /// Nodes that made these flows, and where they went.
+    pub sources: BTreeSet<NodeId>,
+    pub units: BTreeSet<Unit>,
+    /// The busiest observed flow, for an `expect` line: source, address, flow.
+    pub example: (NodeId, IpAddr, Flow),
+    /// Audit allow rules that already matched these flows.
+    pub replaces: BTreeSet<RuleId>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grouped {
+    pub services: Vec<NewService>,
+    pub rules: Vec<NewRule>,
+}
+
+fn roles_by_size(m: &Model) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..m.roles.len() as u32).collect();
+    order.sort_by_key(|r| {
+        let role = &m.roles[*r as usize];
+        (Reverse(role.members.len()), role.name.clone())
+    });
+    order
+}
+
+/// Destinations per flow generalised to roles where every member behaves alike.
+fn dest_targets(
+    m: &Model,
+    order: &[u32],
+    dests: &BTreeMap<Unit, BTreeSet<NodeId>>,
+) -> Vec<(Target, BTreeSet<NodeId>)> {
+    let mut out = Vec::new();
+    let mut assigned: BTreeSet<NodeId> = BTreeSet::new();
+    for &r in order {
+        let members = &m.roles[r as usize].members;
+        let Some(first) = members.first().and_then(|f| dests.get(&Unit::Node(*f))) else {
+            continue;
+        };
+        if members.iter().any(|n| assigned.contains(n))
+            || !members
+                .iter()
+                .all(|n| dests.get(&Unit::Node(*n)) == Some(first))
+        {
+            continue;
+        }
+        out.push((Target::Role(r), first.clone()));
+        assigned.extend(members.iter().copied());
+    }
+    for (u, srcs) in dests {
+        match *u {
+            Unit::Node(n) if !assigned.contains(&n) => out.push((Target::Node(n), srcs.clone())),
+            Unit::Host(ip) => out.push((Target::Host(ip), srcs.clone())),
+            Unit::Node(_) => {}
+        }
+    }
+    out
+}
+
+/// Sources as roles whose every member is among them, else nodes.
+fn segments(m: &Model, order: &[u32], srcs: &BTreeSet<NodeId>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut assigned: BTreeSet<NodeId> = BTreeSet::new();
+    for &r in order {
+        let members = &m.roles[r as usize].members;
+        if !members.is_empty()
+            && members
+                .iter()
+                .all(|n| srcs.contains(n) && !assigned.contains(n))
+        {
+            out.push(Segment::Role(r));
+            assigned.extend(members.iter().copied());
+        }
+    }
+    out.extend(
+        srcs.iter()
+            .filter(|n| !assigned.contains(n))
+            .map(|n| Segment::Node(*n)),
+    );
+    out
+}
+
+fn members(m: &Model, s: Segment) -> Vec<NodeId> {
+    match s {
+        Segment::Role(r) => m.roles[r as usize].members.clone(),
+        Segment::Node(n) => vec![n],
+    }
+}
+
+fn units(m: &Model, t: Target) -> Vec<Unit> {
+    match t {
+        Target::Role(r) => m.roles[r as usize]
+            .members
+            .iter()
+            .map(|n| Unit::Node(*n))
+            .collect(),
+        Target::Node(n) => vec![Unit::Node(n)],
+        Target::Host(ip) => vec![Unit::Host(ip)],
+    }
+}
+
+/// Sorted, merged port ranges: adjacent and overlapping ranges joined.
+pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort();
+    let mut out: Vec<PortRange> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(l) if l.proto == r.proto && u32::from(r.lo) <= u32::from(l.hi) + 1 => {
+                l.hi = l.hi.max(r.hi);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+fn flow_range(f: Flow) -> PortRange {
+    if has_ports(f.proto) {
+        PortRange {
+            proto: f.proto,
+            lo: f.port,
+            hi: f.port,
+        }
+    } else {
+        PortRange {
+            proto: f.proto,
+            lo: 0,
+            hi: u16::MAX,
+        }
+    }
+}
+
+fn target_dests(m: &Model, t: Target) -> Vec<Dest> {
+    let mut out = Vec::new();
+    let host = |n: NodeId, out: &mut Vec<Dest>| {
+        if let Some(node) = m.nodes.get(n.index()) {
+            out.extend(node.addresses.iter().map(|a| Dest {
+                node: n,
+                net: IpNet::host(a.addr()),
+            }));
+        }
+    };
+    match t {
+        Target::Role(r) => {
+            for n in &m.roles[r as usize].members {
+                host(*n, &mut out);
+            }
+        }
+        Target::Node(n) => host(n, &mut out),
+        Target::Host(ip) => {
+            for n in &m.nodes {
+                if n.owns(ip) || n.serves.iter().any(|s| s.contains(ip)) {
+                    out.push(Dest {
+                        node: n.id,
+                        net: IpNet::host(ip),
+                    });
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The policy's own service with exactly these destinations and ports.
+fn existing_service(m: &Model, t: Target, ports: &[PortRange]) -> Option<String> {
+    let dests = target_dests(m, t);
+    m.services
+        .iter()
+        .find(|s| {
+            let mut d = s.dests.clone();
+            d.sort();
+            d.dedup();
+            !s.ports.any && merge_ranges(s.ports.ranges.clone()) == ports && d == dests
+        })
+        .map(|s| s.name.clone())
+}
+
+pub fn target_label(m: &Model, t: Target) -> String {
+    match t {
+        Target::Role(r) => m.roles[r as usize].name.clone(),
+        Target::Node(n) => m.nodes[n.index()].name.clone(),
+        Target::Host(ip) => ip.to_string().replace(':', "-"),
+    }
+}
+
+pub fn segment_label(m: &Model, s: Segment) -> String {
+    match s {
+        Segment::Role(r) => m.roles[r as usize].name.clone(),
+        Segment::Node(n) => m.nodes[n.index()].name.clone(),
+    }
+}
+
+fn ports_label(ports: &[PortRange]) -> String {
+    let one = |r: &PortRange| {
+        let proto = match r.proto {
+            TCP => "tcp".to_string(),
+            UDP => "udp".into(),
+            ICMP => "icmp".into(),
+            ICMP6 => "icmp6".into(),
+            SCTP => "sctp".into(),
+            GRE => "gre".into(),
+            ESP => "esp".into(),
+            p => format!("proto{p}"),
+        };
+        if !has_ports(r.proto) || (r.lo == 0 && r.hi == u16::MAX) {
+            proto
+        } else if r.lo == r.hi {
+            format!("{proto}{}", r.lo)
+        } else {
+            format!("{proto}{}-{}", r.lo, r.hi)
+        }
+    };
+    let all: Vec<String> = ports.iter().map(one).collect();
+    let joined = all.join("_");
+    if joined.len() <= 40 || all.len() < 2 {
+        joined
+    } else {
+        format!("{}_and-{}-more", all[0], all.len() - 1)
+    }
+}
+
+/// `base` cut to a valid length and made unique among `taken`.
+fn unique(base: &str, taken: &mut HashSet<String>) -> String {
+    let cut = |s: &str, n: usize| {
+        s.get(..n.min(s.len()))
+            .unwrap_or(s)
+            .trim_end_matches(['-', '_', '.'])
+            .to_string()
+    };
+    let mut name = cut(base, MAX_NAME);
+    let mut i = 2;
+    while taken.contains(&name) {
+        let suffix = format!("-{i}");
+        name = format!("{}{suffix}", cut(base, MAX_NAME - suffix.len()));
+        i += 1;
+    }
+    taken.insert(name.clone());
+    name
+}
+
+type PairAcc = (
+    BTreeSet<Flow>,
+    Tally,
+    BTreeSet<NodeId>,
+    BTreeSet<Unit>,
+    Option<(u64, NodeId, IpAddr, Flow)>,
+    BTreeSet<RuleId>,
+);
+
+/// Groups the triples into services and rules.
+pub fn group(p: &Policy, needs: &Needs) -> Grouped {
+    let m = &p.model;
+    let order = roles_by_size(m);
+    let mut by_flow: BTreeMap<Flow, BTreeMap<Unit, BTreeSet<NodeId>>> = BTreeMap::new();
+    for (src, unit, flow) in needs.keys() {
+        by_flow
+            .entry(*flow)
+            .or_default()
+            .entry(*unit)
+            .or_default()
+            .insert(*src);
+    }
+    // Which (target, segment) each observed triple ends up in.
+    let mut home: BTreeMap<(NodeId, Unit, Flow), (Target, Segment)> = BTreeMap::new();
+    for (flow, dests) in &by_flow {
+        for (target, srcs) in dest_targets(m, &order, dests) {
+            let observed_units: Vec<Unit> = units(m, target)
+                .into_iter()
+                .filter(|u| dests.contains_key(u))
+                .collect();
+            for seg in segments(m, &order, &srcs) {
+                for s in members(m, seg) {
+                    for u in &observed_units {
+                        home.insert((s, *u, *flow), (target, seg));
+                    }
+                }
+            }
+        }
+    }
+    let mut pairs: BTreeMap<(Target, Segment), PairAcc> = BTreeMap::new();
+    for (triple, (tally, ip, staged)) in needs {
+        let Some(key) = home.get(triple) else {
+            continue;
+        };
+        let acc = pairs.entry(*key).or_default();
+        acc.0.insert(triple.2);
+        acc.1.merge(tally);
+        acc.2.insert(triple.0);
+        acc.3.insert(triple.1);
+        if acc.4.is_none_or(|(f, ..)| tally.flows > f) {
+            acc.4 = Some((tally.flows, triple.0, *ip, triple.2));
+        }
+        acc.5.extend(staged.iter().copied());
+    }
+    let mut taken_services: HashSet<String> = m.services.iter().map(|s| s.name.clone()).collect();
+    let mut taken_rules: HashSet<String> = m.rules.iter().map(|r| r.label.clone()).collect();
+    let mut out = Grouped::default();
+    let mut service_ids: BTreeMap<(Target, Vec<PortRange>), usize> = BTreeMap::new();
+    for ((target, seg), (flows, tally, sources, units, example, replaces)) in pairs {
+        let ports = merge_ranges(flows.iter().map(|f| flow_range(*f)).collect());
+        let service = *service_ids
+            .entry((target, ports.clone()))
+            .or_insert_with(|| {
+                let (name, existing) = match existing_service(m, target, &ports) {
+                    Some(name) => (name, true),
+                    None => {
+                        let base = format!("{}-{}", target_label(m, target), ports_label(&ports));
+                        (unique(&base, &mut taken_services), false)
+                    }
+                };
+                out.services.push(NewService {
+                    name,
+                    existing,
+                    target,
+                    ports,
+                });
+                out.services.len() - 1
+            });
+        let base = format!(
+            "{}-to-{}",
+            segment_label(m, seg),
+            out.services[service].name
+        );
+        let (_, src, ip, flow) = example.unwrap_or((
+            0,
+            NodeId(0),
+            IpAddr::from([0, 0, 0, 0]),
+            Flow { proto: 0, port: 0 },
+        ));
+        out.rules.push(NewRule {
+            name: unique(&base, &mut taken_rules),
+            segment: seg,
+            service,
+            tally,
+            sources,
+            units,
+            example: (src, ip, flow),
+            replaces,
+        });
+    }
+    out.rules.sort_by_key(|r| (r.service, r.segment));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(proto: u8, lo: u16, hi: u16) -> PortRange {
+        PortRange { proto, lo, hi }
+    }
+
+    #[test]
+    fn ranges_merge_when_adjacent_only() {
+        let got = merge_ranges(vec![
+            r(TCP, 8082, 8082),
+            r(TCP, 8080, 8080),
+            r(TCP, 8081, 8081),
+            r(TCP, 9000, 9000),
+            r(UDP, 53, 53),
+            r(TCP, 8083, 8090),
+        ]);
+        assert_eq!(
+            got,
+            [r(TCP, 8080, 8090), r(TCP, 9000, 9000), r(UDP, 53, 53)]
+        );
+        assert_eq!(ports_label(&got), "tcp8080-8090_tcp9000_udp53");
+    }
+
+    #[test]
+    fn names_are_valid_and_unique() {
+        let mut taken = HashSet::from(["web-to-api".to_string()]);
+        assert_eq!(unique("web-to-api", &mut taken), "web-to-api-2");
+        assert_eq!(unique("web-to-api", &mut taken), "web-to-api-3");
+        let long = "x".repeat(80);
+        let a = unique(&long, &mut taken);
+        let b = unique(&long, &mut taken);
+        assert_eq!((a.len(), b.len()), (63, 63));
+        assert!(b.ends_with("-2"));
+    }
+}
