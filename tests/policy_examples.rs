@@ -34,6 +34,8 @@ fn every_example_file_is_covered() {
         [
             "docker-host.policy",
             "kubernetes-ingress.policy",
+            "learn-flows.jsonl",
+            "learn.policy",
             "lint-showcase.policy",
             "three-tier.policy"
         ]

@@ -52,14 +52,34 @@ pub struct CellKey {
     pub rule: u32,
 }
 
-/// Counts for one cell.
+/// Flows, bytes and when they were seen: one cell's counts, or a sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CellStats {
+pub struct Tally {
     pub flows: u64,
     pub bytes: u64,
     /// Earliest and latest record time, epoch seconds.
     pub first: i64,
     pub last: i64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            flows: 0,
+            bytes: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+        }
+    }
+}
+
+impl Tally {
+    pub fn merge(&mut self, t: &Tally) {
+        self.flows = self.flows.saturating_add(t.flows);
+        self.bytes = self.bytes.saturating_add(t.bytes);
+        self.first = self.first.min(t.first);
+        self.last = self.last.max(t.last);
+    }
 }
 
 /// Per community id: which cell its flow is counted in and how far each
@@ -119,7 +139,7 @@ pub struct ReadStats {
 pub struct Observed {
     names: Vec<Box<str>>,
     name_ids: HashMap<Box<str>, u32>,
-    cells: Vec<(CellKey, CellStats)>,
+    cells: Vec<(CellKey, Tally)>,
     cell_ids: HashMap<CellKey, u32>,
     pairing: HashMap<u64, Pairing, BuildHasherDefault<Pass>>,
     fingerprint: RandomState,
@@ -197,7 +217,7 @@ impl Observed {
     }
 
     /// Every cell, in first-seen order.
-    pub fn cells(&self) -> &[(CellKey, CellStats)] {
+    pub fn cells(&self) -> &[(CellKey, Tally)] {
         &self.cells
     }
 
@@ -222,13 +242,7 @@ impl Observed {
             return None;
         }
         let id = self.cells.len() as u32;
-        let stats = CellStats {
-            flows: 0,
-            bytes: 0,
-            first: i64::MAX,
-            last: i64::MIN,
-        };
-        self.cells.push((key, stats));
+        self.cells.push((key, Tally::default()));
         self.cell_ids.insert(key, id);
         Some(id)
     }

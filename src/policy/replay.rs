@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use super::eval::evaluate;
 use super::flowlog::Outcome;
 use super::flowlog_agg::Observed;
+use super::flowlog_agg::Tally;
 use super::ports::Flow;
-use super::suggest::{coverage, resolve, Coverage, Tally};
+use super::suggest::{coverage, resolve, Coverage};
 use super::suggest_render::{coverage_text, read_summary, tally_text};
 use super::{Policy, PolicyId};
 use crate::time::format_rfc3339;
@@ -74,7 +75,7 @@ pub fn replay(p: &Policy, o: &Observed, now: i64) -> Replay {
         };
         let was = k.outcome.allowed();
         let mut t = Tally::default();
-        t.add(stats);
+        t.merge(stats);
         if t.flows == 0 {
             continue;
         }

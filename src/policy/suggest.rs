@@ -14,49 +14,11 @@ use std::net::IpAddr;
 use super::ast::{RuleKind, Want};
 use super::eval::Verdict;
 use super::eval::{evaluate, rule_covers};
-use super::flowlog_agg::{CellStats, Observed};
+use super::flowlog_agg::{Observed, Tally};
 use super::model::{Model, NodeId, Rule, RuleId, SvcRef};
 use super::ports::Flow;
 use super::suggest_group::{self, Grouped, Needs, Unit};
 use super::{Policy, PolicyId};
-
-/// Flows, bytes and when they were seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tally {
-    pub flows: u64,
-    pub bytes: u64,
-    pub first: i64,
-    pub last: i64,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            flows: 0,
-            bytes: 0,
-            first: i64::MAX,
-            last: i64::MIN,
-        }
-    }
-}
-
-impl Tally {
-    pub fn add(&mut self, s: &CellStats) {
-        self.flows = self.flows.saturating_add(s.flows);
-        self.bytes = self.bytes.saturating_add(s.bytes);
-        self.first = self.first.min(s.first);
-        self.last = self.last.max(s.last);
-    }
-
-    pub fn merge(&mut self, t: &Tally) {
-        self.add(&CellStats {
-            flows: t.flows,
-            bytes: t.bytes,
-            first: t.first,
-            last: t.last,
-        });
-    }
-}
 
 /// How observed flows fare under one policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,7 +109,7 @@ pub fn coverage(p: &Policy, o: &Observed, now: i64) -> Coverage {
     let mut c = Coverage::default();
     for (k, s) in o.cells() {
         let Ok(r) = resolve(p, o, k) else {
-            c.unknown.add(s);
+            c.unknown.merge(s);
             continue;
         };
         let v = evaluate(m, r.src, r.via, r.dst, r.flow, now);
@@ -157,7 +119,7 @@ pub fn coverage(p: &Policy, o: &Observed, now: i64) -> Coverage {
             Some(_) => &mut c.denied,
             None => &mut c.unallowed,
         };
-        bucket.add(s);
+        bucket.merge(s);
     }
     c
 }
@@ -252,7 +214,7 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
                 s.misfits
                     .entry(Misfit::UnknownNode(name.to_string()))
                     .or_default()
-                    .add(stats);
+                    .merge(stats);
                 continue;
             }
         };
@@ -273,7 +235,7 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
         match decider {
             Some(_) if v.allowed() && !only_broad(m, &v, &r, now) => continue,
             Some(rule) if !v.allowed() => {
-                s.deliberate.entry(rule.id).or_default().add(stats);
+                s.deliberate.entry(rule.id).or_default().merge(stats);
                 continue;
             }
             _ => {}
@@ -285,7 +247,7 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
                     dst: r.dst,
                 })
                 .or_default()
-                .add(stats);
+                .merge(stats);
             continue;
         };
         if let Some(line) = contradicting_expect(m, &r) {
@@ -297,14 +259,14 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
                     flow: r.flow,
                 })
                 .or_default()
-                .add(stats);
+                .merge(stats);
             continue;
         }
         let staged = v
             .audit
             .filter(|a| p.rule(*a).is_some_and(|a| a.kind == RuleKind::Allow));
         if let (Some(a), false) = (staged, enforce) {
-            s.staged.entry(a).or_default().add(stats);
+            s.staged.entry(a).or_default().merge(stats);
             continue;
         }
         let unit = if via.owns(r.dst) {
@@ -315,7 +277,7 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
         let e = needs
             .entry((r.src, unit, r.flow))
             .or_insert((Tally::default(), r.dst, staged));
-        e.0.add(stats);
+        e.0.merge(stats);
     }
     for id in unused {
         match p.rule(id).map(|r| r.kind) {

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use super::ast::MAX_NAME;
+use super::flowlog_agg::Tally;
 use super::model::{Dest, Model, NodeId, RuleId};
 use super::net::IpNet;
 use super::ports::{has_ports, Flow, PortRange, ESP, GRE, ICMP, ICMP6, SCTP, TCP, UDP};
-use super::suggest::Tally;
 use super::Policy;
 
 /// Where observed flows went: a node's own address, or an address in a
@@ -359,7 +359,15 @@ pub fn group(p: &Policy, needs: &Needs) -> Grouped {
         acc.5.extend(staged.iter().copied());
     }
     let mut taken_services: HashSet<String> = m.services.iter().map(|s| s.name.clone()).collect();
-    let mut taken_rules: HashSet<String> = m.rules.iter().map(|r| r.label.clone()).collect();
+    // An allow rule that replaces a staged audit rule may take its name:
+    // the operator deletes the audit line when enforcing.
+    let replaced: BTreeSet<RuleId> = pairs.values().flat_map(|a| a.5.iter().copied()).collect();
+    let mut taken_rules: HashSet<String> = m
+        .rules
+        .iter()
+        .filter(|r| !replaced.contains(&r.id))
+        .map(|r| r.label.clone())
+        .collect();
     let mut out = Grouped::default();
     let mut service_ids: BTreeMap<(Target, Vec<PortRange>), usize> = BTreeMap::new();
     for ((target, seg), (flows, tally, sources, units, example, replaces)) in pairs {

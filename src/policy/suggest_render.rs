@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::flowlog_agg::ReadStats;
+use super::flowlog_agg::Tally;
 use super::model::NodeId;
 use super::ports::Flow;
-use super::suggest::{Coverage, Misfit, Suggestion, Tally};
+use super::suggest::{Coverage, Misfit, Suggestion};
 use super::suggest_group::{segment_label, Segment, Target, Unit};
 use super::Policy;
 use crate::time::format_rfc3339;
@@ -217,7 +218,7 @@ pub fn render(p: &Policy, s: &Suggestion, st: &ReadStats) -> String {
         if !r.replaces.is_empty() {
             let _ = writeln!(
                 out,
-                "# replaces the staged audit rule {}",
+                "# replaces the staged audit rule {} (delete that line)",
                 name_list(
                     r.replaces
                         .iter()
