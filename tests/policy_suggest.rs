@@ -81,8 +81,24 @@ fn a_single_odd_node_gets_a_node_rule_and_is_reported() {
 fn destinations_stay_single_nodes_unless_every_member_is_called_alike() {
     let p = policy("");
     let mut log = Log::default();
-    // web-1 only ever calls api-1, web-2 only api-2 (sticky sessions):
-    // generalising to role api would allow web-1 -> api-2, never seen.
+    // api-1 serves 8080 to web, api-2 to monitoring: not alike.
+    for web in ["web-1", "web-2", "web-3"] {
+        log.flow(web, "api-1", TCP, 8080, "drop", "default-deny");
+    }
+    log.flow("prom", "api-2", TCP, 8080, "drop", "default-deny");
+    let s = suggest(&p, &log.observed(), false, now());
+    assert_eq!(
+        rules(&p, &s),
+        [
+            "service api-1-tcp8080 node:api-1 tcp/8080",
+            "audit allow role:web -> api-1-tcp8080 as web-to-api-1-tcp8080",
+            "service api-2-tcp8080 node:api-2 tcp/8080",
+            "audit allow role:monitoring -> api-2-tcp8080 as monitoring-to-api-2-tcp8080"
+        ]
+    );
+    // Sticky sessions, web-3 idle: web-1 only calls api-1, web-2 only
+    // api-2. Not every web node calls api: node rules, to single nodes.
+    let mut log = Log::default();
     log.flow("web-1", "api-1", TCP, 8080, "drop", "default-deny");
     log.flow("web-2", "api-2", TCP, 8080, "drop", "default-deny");
     let s = suggest(&p, &log.observed(), false, now());
@@ -93,6 +109,18 @@ fn destinations_stay_single_nodes_unless_every_member_is_called_alike() {
             "audit allow node:web-1 -> api-1-tcp8080 as web-1-to-api-1-tcp8080",
             "service api-2-tcp8080 node:api-2 tcp/8080",
             "audit allow node:web-2 -> api-2-tcp8080 as web-2-to-api-2-tcp8080"
+        ]
+    );
+    // Once web-3 calls too, every web node reaches the api role and every
+    // api node serves the web role: one role rule, though no web node was
+    // seen calling both api nodes.
+    log.flow("web-3", "api-1", TCP, 8080, "drop", "default-deny");
+    let s = suggest(&p, &log.observed(), false, now());
+    assert_eq!(
+        rules(&p, &s),
+        [
+            "service api-tcp8080 role:api tcp/8080",
+            "audit allow role:web -> api-tcp8080 as web-to-api-tcp8080"
         ]
     );
 }
@@ -442,4 +470,49 @@ fn the_learn_example_round_trips() {
         "{out}"
     );
     assert!(out.contains("\ncut: 0 flows, 0 B"), "{out}");
+}
+
+#[test]
+fn one_off_probes_can_be_left_out_with_min_flows() {
+    let p = policy("");
+    let mut log = Log::default();
+    for web in ["web-1", "web-2", "web-3"] {
+        for api in ["api-1", "api-2"] {
+            log.flow(web, api, TCP, 8080, "drop", "default-deny");
+        }
+    }
+    for port in [21, 23, 25, 110, 143, 3389, 5900] {
+        log.flow("ops", "db-1", TCP, port, "drop", "default-deny");
+    }
+    let o = log.observed();
+    let all = suggest(&p, &o, false, now());
+    assert_eq!(all.grouped.rules.len(), 2, "{:?}", rules(&p, &all));
+    let opts = umbra::policy::suggest::Options {
+        enforce: false,
+        now: now(),
+        min_flows: 2,
+    };
+    let some = umbra::policy::suggest::suggest_with(&p, &o, &opts);
+    assert_eq!(
+        rules(&p, &some),
+        [
+            "service api-tcp8080 role:api tcp/8080",
+            "audit allow role:web -> api-tcp8080 as web-to-api-tcp8080"
+        ]
+    );
+    // Each of ops' seven probed ports saw one flow: all left out.
+    assert_eq!(some.grouped.rare.0, 7);
+    assert_eq!(some.grouped.rare.1.flows, 7);
+    let text = render(&p, &some, &Default::default());
+    assert!(text.contains("# left out: 7 (source, destination, port) seen in fewer than 2 flows each (7 flows, 0 B,"), "{text}");
+    // web's port is left out too once the bar is above its 6 flows.
+    let opts = umbra::policy::suggest::Options {
+        min_flows: 7,
+        ..opts
+    };
+    let none = umbra::policy::suggest::suggest_with(&p, &o, &opts);
+    assert!(none.grouped.rules.is_empty());
+    let mut both = all.grouped.rules[0].tally;
+    both.merge(&all.grouped.rules[1].tally);
+    assert_eq!(none.grouped.rare, (8, both));
 }

@@ -106,6 +106,10 @@ struct Suggest {
     /// emit allow rules with expect lines instead of audit rules
     #[argh(switch)]
     enforce: bool,
+    /// leave out rules that would cover fewer flows than this (one-off
+    /// probes and scans; default 1: suggest for every flow)
+    #[argh(option, default = "1")]
+    min_flows: u64,
     /// evaluate at this RFC 3339 time instead of now
     #[argh(option)]
     at: Option<String>,
@@ -260,7 +264,12 @@ fn suggest(s: &Suggest) -> Result<u8, String> {
     let now = unix_secs(when(&s.at)?);
     let p = load(&s.file)?;
     let o = observe(&s.logs)?;
-    let found = super::suggest::suggest(&p, &o, s.enforce, now);
+    let opts = super::suggest::Options {
+        enforce: s.enforce,
+        now,
+        min_flows: s.min_flows,
+    };
+    let found = super::suggest::suggest_with(&p, &o, &opts);
     print!("{}", super::suggest_render::render(&p, &found, &o.stats));
     Ok(0)
 }

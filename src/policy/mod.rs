@@ -42,6 +42,7 @@ pub mod replay;
 mod resolve;
 pub mod show;
 pub mod suggest;
+pub mod suggest_cover;
 pub mod suggest_group;
 pub mod suggest_render;
 pub mod syntax;

@@ -145,6 +145,7 @@ pub enum Misfit {
 /// Everything `suggest` finds.
 #[derive(Debug, Clone)]
 pub struct Suggestion {
+    pub min_flows: u64,
     pub policy_id: PolicyId,
     pub file: String,
     pub enforce: bool,
@@ -174,11 +175,37 @@ fn contradicting_expect(m: &Model, r: &Resolved) -> Option<u32> {
         .map(|e| e.line)
 }
 
+/// What `suggest` is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Emit allow rules (with expect lines) instead of audit rules.
+    pub enforce: bool,
+    /// Evaluate at this time (epoch seconds).
+    pub now: i64,
+    /// Leave out rules covering fewer flows than this (one-off probes).
+    pub min_flows: u64,
+}
+
 /// Suggests rules for the observed flows `o` under policy `p` at `now`.
 pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion {
+    suggest_with(
+        p,
+        o,
+        &Options {
+            enforce,
+            now,
+            min_flows: 1,
+        },
+    )
+}
+
+/// [`suggest`] with every option.
+pub fn suggest_with(p: &Policy, o: &Observed, opts: &Options) -> Suggestion {
+    let (enforce, now) = (opts.enforce, opts.now);
     let m = &p.model;
     let mut needs: Needs = BTreeMap::new();
     let mut s = Suggestion {
+        min_flows: opts.min_flows,
         policy_id: p.id(),
         file: p.file_name().to_string(),
         enforce,
@@ -286,6 +313,6 @@ pub fn suggest(p: &Policy, o: &Observed, enforce: bool, now: i64) -> Suggestion 
             None => {}
         }
     }
-    s.grouped = suggest_group::group(p, &needs);
+    s.grouped = suggest_group::group(p, &needs, opts.min_flows);
     s
 }

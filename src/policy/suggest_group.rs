@@ -1,16 +1,12 @@
 //! Turning observed (source node, destination, port) triples into the
 //! rules an operator would write.
 //!
-//! Per protocol and responder port: destinations are generalised to a role
-//! when every member of the role received that port from exactly the same
-//! sources, else they stay single nodes (or single served addresses).
-//! Then sources: a role when every one of its members made those flows,
-//! else single nodes. Port lists are merged per (source segment,
+//! Per protocol and responder port, [`super::suggest_cover`] decides which
+//! role or node rule explains each observed (source, destination) pair. Port lists are merged per (source segment,
 //! destination) and contiguous ports become ranges; identical (destination,
 //! ports) pairs share one service, an existing one when the policy already
 //! has exactly that service. One rule per (source segment, service).
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
@@ -19,30 +15,10 @@ use super::flowlog_agg::Tally;
 use super::model::{Dest, Model, NodeId, RuleId};
 use super::net::IpNet;
 use super::ports::{has_ports, Flow, PortRange, ESP, GRE, ICMP, ICMP6, SCTP, TCP, UDP};
+use super::suggest_cover::{cover, roles_by_size};
 use super::Policy;
 
-/// Where observed flows went: a node's own address, or an address in a
-/// network some node serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Unit {
-    Node(NodeId),
-    Host(IpAddr),
-}
-
-/// A suggested service's place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Target {
-    Role(u32),
-    Node(NodeId),
-    Host(IpAddr),
-}
-
-/// A suggested rule's sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Segment {
-    Role(u32),
-    Node(NodeId),
-}
+pub use super::suggest_cover::{Segment, Target, Unit};
 
 /// Observed triples needing a rule: stats, one destination address seen,
 /// and the audit allow rule already matching them (if any).
@@ -77,90 +53,9 @@ pub struct NewRule {
 pub struct Grouped {
     pub services: Vec<NewService>,
     pub rules: Vec<NewRule>,
-}
-
-fn roles_by_size(m: &Model) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..m.roles.len() as u32).collect();
-    order.sort_by_key(|r| {
-        let role = &m.roles[*r as usize];
-        (Reverse(role.members.len()), role.name.clone())
-    });
-    order
-}
-
-/// Destinations per flow generalised to roles where every member behaves alike.
-fn dest_targets(
-    m: &Model,
-    order: &[u32],
-    dests: &BTreeMap<Unit, BTreeSet<NodeId>>,
-) -> Vec<(Target, BTreeSet<NodeId>)> {
-    let mut out = Vec::new();
-    let mut assigned: BTreeSet<NodeId> = BTreeSet::new();
-    for &r in order {
-        let members = &m.roles[r as usize].members;
-        let Some(first) = members.first().and_then(|f| dests.get(&Unit::Node(*f))) else {
-            continue;
-        };
-        if members.iter().any(|n| assigned.contains(n))
-            || !members
-                .iter()
-                .all(|n| dests.get(&Unit::Node(*n)) == Some(first))
-        {
-            continue;
-        }
-        out.push((Target::Role(r), first.clone()));
-        assigned.extend(members.iter().copied());
-    }
-    for (u, srcs) in dests {
-        match *u {
-            Unit::Node(n) if !assigned.contains(&n) => out.push((Target::Node(n), srcs.clone())),
-            Unit::Host(ip) => out.push((Target::Host(ip), srcs.clone())),
-            Unit::Node(_) => {}
-        }
-    }
-    out
-}
-
-/// Sources as roles whose every member is among them, else nodes.
-fn segments(m: &Model, order: &[u32], srcs: &BTreeSet<NodeId>) -> Vec<Segment> {
-    let mut out = Vec::new();
-    let mut assigned: BTreeSet<NodeId> = BTreeSet::new();
-    for &r in order {
-        let members = &m.roles[r as usize].members;
-        if !members.is_empty()
-            && members
-                .iter()
-                .all(|n| srcs.contains(n) && !assigned.contains(n))
-        {
-            out.push(Segment::Role(r));
-            assigned.extend(members.iter().copied());
-        }
-    }
-    out.extend(
-        srcs.iter()
-            .filter(|n| !assigned.contains(n))
-            .map(|n| Segment::Node(*n)),
-    );
-    out
-}
-
-fn members(m: &Model, s: Segment) -> Vec<NodeId> {
-    match s {
-        Segment::Role(r) => m.roles[r as usize].members.clone(),
-        Segment::Node(n) => vec![n],
-    }
-}
-
-fn units(m: &Model, t: Target) -> Vec<Unit> {
-    match t {
-        Target::Role(r) => m.roles[r as usize]
-            .members
-            .iter()
-            .map(|n| Unit::Node(*n))
-            .collect(),
-        Target::Node(n) => vec![Unit::Node(n)],
-        Target::Host(ip) => vec![Unit::Host(ip)],
-    }
+    /// (destination, source segment, port) left out for too few flows,
+    /// and what they covered.
+    pub rare: (usize, Tally),
 }
 
 /// Sorted, merged port ranges: adjacent and overlapping ranges joined.
@@ -314,7 +209,9 @@ type PairAcc = (
 );
 
 /// Groups the triples into services and rules.
-pub fn group(p: &Policy, needs: &Needs) -> Grouped {
+/// A port that fewer than `min_flows` flows of one source segment went to
+/// (at one destination) is left out and counted in [`Grouped::rare`].
+pub fn group(p: &Policy, needs: &Needs, min_flows: u64) -> Grouped {
     let m = &p.model;
     let order = roles_by_size(m);
     let mut by_flow: BTreeMap<Flow, BTreeMap<Unit, BTreeSet<NodeId>>> = BTreeMap::new();
@@ -329,25 +226,36 @@ pub fn group(p: &Policy, needs: &Needs) -> Grouped {
     // Which (target, segment) each observed triple ends up in.
     let mut home: BTreeMap<(NodeId, Unit, Flow), (Target, Segment)> = BTreeMap::new();
     for (flow, dests) in &by_flow {
-        for (target, srcs) in dest_targets(m, &order, dests) {
-            let observed_units: Vec<Unit> = units(m, target)
-                .into_iter()
-                .filter(|u| dests.contains_key(u))
-                .collect();
-            for seg in segments(m, &order, &srcs) {
-                for s in members(m, seg) {
-                    for u in &observed_units {
-                        home.insert((s, *u, *flow), (target, seg));
-                    }
-                }
-            }
+        for ((s, u), (seg, target)) in cover(m, &order, dests) {
+            home.insert((s, u, *flow), (target, seg));
         }
+    }
+    // Flows per (destination, source segment, port): the unit --min-flows counts.
+    let mut per_port: BTreeMap<(Target, Segment, Flow), Tally> = BTreeMap::new();
+    for (triple, (tally, ..)) in needs {
+        if let Some((t, seg)) = home.get(triple) {
+            per_port
+                .entry((*t, *seg, triple.2))
+                .or_default()
+                .merge(tally);
+        }
+    }
+    let mut out = Grouped::default();
+    for t in per_port.values().filter(|t| t.flows < min_flows) {
+        out.rare.0 += 1;
+        out.rare.1.merge(t);
     }
     let mut pairs: BTreeMap<(Target, Segment), PairAcc> = BTreeMap::new();
     for (triple, (tally, ip, staged)) in needs {
         let Some(key) = home.get(triple) else {
             continue;
         };
+        if per_port
+            .get(&(key.0, key.1, triple.2))
+            .is_some_and(|t| t.flows < min_flows)
+        {
+            continue;
+        }
         let acc = pairs.entry(*key).or_default();
         acc.0.insert(triple.2);
         acc.1.merge(tally);
@@ -368,7 +276,6 @@ pub fn group(p: &Policy, needs: &Needs) -> Grouped {
         .filter(|r| !replaced.contains(&r.id))
         .map(|r| r.label.clone())
         .collect();
-    let mut out = Grouped::default();
     let mut service_ids: BTreeMap<(Target, Vec<PortRange>), usize> = BTreeMap::new();
     for ((target, seg), (flows, tally, sources, units, example, replaces)) in pairs {
         let ports = merge_ranges(flows.iter().map(|f| flow_range(*f)).collect());

@@ -246,6 +246,15 @@ pub fn render(p: &Policy, s: &Suggestion, st: &ReadStats) -> String {
             );
         }
     }
+    if g.rare.0 > 0 {
+        let _ = writeln!(
+            out,
+            "\n# left out: {} (source, destination, port) seen in fewer than {} flows each ({} in all; lower --min-flows to see them)",
+            g.rare.0,
+            s.min_flows,
+            tally_text(&g.rare.1)
+        );
+    }
     misfits(&mut out, p, s);
     if !s.deliberate.is_empty() {
         let _ = writeln!(out, "\n# refused on purpose (not suggested):");
