@@ -3,7 +3,8 @@
 //! write a start and an end, refused flows one or two `flow-denied`).
 //! Prints records/s and each phase's peak memory (VmHWM of a child
 //! process that does only that phase). Run with `cargo bench --bench learn`;
-//! RECORDS=N changes the size, KEEP=1 keeps the generated log.
+//! RECORDS=N changes the size, KEEP=1 keeps the generated log and the
+//! policies (for `umbra policy suggest/replay` by hand).
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -244,5 +245,11 @@ fn main() {
     }
     if std::env::var_os("KEEP").is_none() {
         let _ = std::fs::remove_file(&log);
+    } else {
+        for (name, drop) in [("policy", None), ("new.policy", Some(4))] {
+            let path = format!("{log}.{name}");
+            std::fs::write(&path, policy_text(drop)).expect("writes the policy");
+            println!("kept {log} and {path}");
+        }
     }
 }
