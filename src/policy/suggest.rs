@@ -107,7 +107,7 @@ pub fn resolve<'o>(
 pub fn coverage(p: &Policy, o: &Observed, now: i64) -> Coverage {
     let m = &p.model;
     let mut c = Coverage::default();
-    for (k, s) in o.cells() {
+    for (k, s) in o.cells().iter().filter(|(_, s)| s.flows > 0) {
         let Ok(r) = resolve(p, o, k) else {
             c.unknown.merge(s);
             continue;
@@ -234,7 +234,9 @@ pub fn suggest_with(p: &Policy, o: &Observed, opts: &Options) -> Suggestion {
         .map(|r| r.id)
         .collect();
     let mut seen: HashSet<(NodeId, NodeId, IpAddr, Flow)> = HashSet::new();
-    for (k, stats) in o.cells() {
+    // A cell can hold no flow when the other end's record decided where
+    // its flow counts.
+    for (k, stats) in o.cells().iter().filter(|(_, s)| s.flows > 0) {
         let r = match resolve(p, o, k) {
             Ok(r) => r,
             Err(name) => {
