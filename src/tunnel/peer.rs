@@ -61,6 +61,11 @@ pub(crate) struct PendingHandshake {
 
 pub(crate) struct Peer {
     pub config: PeerConfig,
+    /// The endpoint the configuration named (the policy file's), which
+    /// `config.endpoint` forgets when the peer roams.
+    pub configured_endpoint: Option<SocketAddr>,
+    /// A cookie reply already made us resend the pending initiation once.
+    pub cookie_retried: bool,
     pub jar: CookieJar,
     pub handshake: Option<PendingHandshake>,
     pub last_initiation_sent: Option<Instant>,
@@ -92,6 +97,8 @@ impl Peer {
             ..PeerStats::default()
         };
         Peer {
+            configured_endpoint: config.endpoint,
+            cookie_retried: false,
             config,
             jar,
             handshake: None,
@@ -126,9 +133,12 @@ impl Peer {
         .chain(self.handshake.as_ref().map(|h| h.local_index))
     }
 
-    pub fn set_endpoint(&mut self, addr: SocketAddr) {
+    /// Records where authenticated traffic came from; true if it moved.
+    pub fn set_endpoint(&mut self, addr: SocketAddr) -> bool {
+        let moved = self.config.endpoint != Some(addr);
         self.config.endpoint = Some(addr);
         self.stats.endpoint = Some(addr);
+        moved
     }
 
     /// Queues a packet for after the handshake, dropping the oldest when full.

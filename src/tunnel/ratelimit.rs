@@ -132,9 +132,74 @@ impl RateLimiter {
     }
 }
 
+/// A global token bucket: at most `per_second` events a second, with a
+/// burst of a tenth of a second's worth (at least one).
+pub struct Budget {
+    per_second: u32,
+    tokens_ns: u64,
+    last: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(per_second: u32) -> Self {
+        let mut b = Budget {
+            per_second,
+            tokens_ns: 0,
+            last: None,
+        };
+        b.tokens_ns = b.max_ns();
+        b
+    }
+
+    fn cost_ns(&self) -> u64 {
+        1_000_000_000 / u64::from(self.per_second.max(1))
+    }
+
+    fn max_ns(&self) -> u64 {
+        self.cost_ns() * (u64::from(self.per_second) / 10).max(1)
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if self.per_second == 0 {
+            return false;
+        }
+        let max = self.max_ns();
+        if let Some(last) = self.last {
+            let elapsed = now
+                .saturating_duration_since(last)
+                .as_nanos()
+                .min(u128::from(max)) as u64;
+            self.tokens_ns = (self.tokens_ns + elapsed).min(max);
+        }
+        self.last = Some(now);
+        let cost = self.cost_ns();
+        if self.tokens_ns >= cost {
+            self.tokens_ns -= cost;
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_caps_a_second_at_its_rate() {
+        let mut b = Budget::new(100);
+        let t0 = Instant::now();
+        let burst = (0..1000).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, 10, "a tenth of a second's worth at once");
+        let mut total = 0;
+        for ms in 1..=1000u64 {
+            let t = t0 + Duration::from_millis(ms);
+            total += (0..100).filter(|_| b.take(t)).count();
+        }
+        assert!((99..=101).contains(&total), "{total} in one second");
+        assert!(!Budget::new(0).take(t0));
+    }
 
     #[test]
     fn burst_then_steady_rate() {

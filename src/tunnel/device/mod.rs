@@ -1,6 +1,7 @@
 //! The device: our static identity, all peers, and the dispatch of every
 //! datagram, tunnel packet and timer tick to the right peer.
 
+mod gate;
 mod send;
 
 use std::collections::{HashMap, VecDeque};
@@ -16,7 +17,7 @@ use super::handshake::{
     TIMESTAMP_LEN,
 };
 use super::peer::{Peer, PeerConfig, PeerId, PeerStats, PendingHandshake};
-use super::ratelimit::{LoadMonitor, RateLimiter};
+use super::ratelimit::{Budget, LoadMonitor, RateLimiter};
 use super::session::{Keypair, OpenError, REJECT_AFTER_TIME};
 use super::timers::{KEEPALIVE_TIMEOUT, REKEY_TIMEOUT};
 use super::Entropy;
@@ -33,6 +34,13 @@ pub struct Config {
     pub handshake_load_threshold: u32,
     /// Packets kept per peer while its handshake is in flight.
     pub queue_limit: usize,
+    /// Under load: cookie replies per second in all (only ever sent towards
+    /// addresses associated with a peer).
+    pub cookie_replies_per_second: u32,
+    /// Under load: handshake messages per second, in all, processed from
+    /// sources no peer is associated with (never answered unless they
+    /// authenticate as a peer).
+    pub stranger_handshakes_per_second: u32,
 }
 
 impl Default for Config {
@@ -40,6 +48,8 @@ impl Default for Config {
         Config {
             handshake_load_threshold: 1000,
             queue_limit: 128,
+            cookie_replies_per_second: 1000,
+            stranger_handshakes_per_second: 100,
         }
     }
 }
@@ -118,7 +128,16 @@ pub struct Device {
     indices: HashMap<u32, PeerId>,
     cookies: CookieChecker,
     load: LoadMonitor,
+    /// Per-source limit of handshakes from strangers under load.
     limiter: RateLimiter,
+    /// Source addresses associated with a peer (see `gate`).
+    known: gate::KnownSources,
+    /// Per-source limits of mac2-valid handshakes and of cookie replies,
+    /// for known sources only (so strangers cannot crowd them out).
+    known_limiter: RateLimiter,
+    reply_limiter: RateLimiter,
+    reply_budget: Budget,
+    stranger_budget: Budget,
     entropy: Box<dyn Entropy>,
     /// Peers with something to send, drained by `poll_transmit`.
     pending: VecDeque<PeerId>,
@@ -139,6 +158,10 @@ impl Device {
         wall: SystemTime,
     ) -> Self {
         let public = private.public_key();
+        let budgets = (
+            Budget::new(config.cookie_replies_per_second),
+            Budget::new(config.stranger_handshakes_per_second),
+        );
         Device {
             cookies: CookieChecker::new(&public),
             load: LoadMonitor::new(config.handshake_load_threshold),
@@ -150,6 +173,11 @@ impl Device {
             static_shared: StaticShared::default(),
             indices: HashMap::new(),
             limiter: RateLimiter::default(),
+            known: gate::KnownSources::default(),
+            known_limiter: RateLimiter::default(),
+            reply_limiter: RateLimiter::default(),
+            reply_budget: budgets.0,
+            stranger_budget: budgets.1,
             entropy,
             pending: VecDeque::new(),
             epoch: (now, wall.duration_since(UNIX_EPOCH).unwrap_or_default()),
@@ -164,8 +192,15 @@ impl Device {
     /// Adds a peer, or updates the configuration of an existing one without
     /// disturbing its session (a policy reload with unchanged keys).
     pub fn upsert_peer(&mut self, config: PeerConfig) -> PeerId {
+        if let Some(e) = config.endpoint {
+            self.known.insert(e.ip());
+        }
         if let Some(&id) = self.by_key.get(&config.public_key) {
-            if let Some(peer) = self.peer_mut(id) {
+            if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) {
+                if peer.configured_endpoint != config.endpoint {
+                    self.known.mark_dirty();
+                }
+                peer.configured_endpoint = config.endpoint;
                 let endpoint = config.endpoint.or(peer.config.endpoint);
                 peer.timers.persistent_interval = config.persistent_keepalive;
                 peer.config = PeerConfig { endpoint, ..config };
@@ -202,6 +237,7 @@ impl Device {
         self.by_key.remove(&peer.config.public_key);
         std::sync::Arc::make_mut(&mut self.static_shared).remove(&peer.config.public_key);
         self.pending.retain(|p| *p != id);
+        self.known.mark_dirty();
         true
     }
 
@@ -292,14 +328,32 @@ impl Device {
                     .indices
                     .get(&m.receiver())
                     .ok_or(Dropped::UnknownIndex)?;
-                let peer = self.peer_mut(id).ok_or(Dropped::UnknownIndex)?;
-                return match peer
+                let peer = self
+                    .peers
+                    .get_mut(id.0 as usize)
+                    .and_then(Option::as_mut)
+                    .ok_or(Dropped::UnknownIndex)?;
+                if !peer
                     .jar
                     .consume_reply(now, &m.nonce(), &m.encrypted_cookie())
                 {
-                    true => Ok(Received::Done),
-                    false => Err(Dropped::Crypto),
-                };
+                    return Err(Dropped::Crypto);
+                }
+                // The responder is under load and will now take our
+                // address as proven: resend the initiation, with mac2, at
+                // once rather than after REKEY_TIMEOUT — once per handshake,
+                // so forged cookie replies cannot make us chatty.
+                let pending = peer
+                    .handshake
+                    .as_ref()
+                    .is_some_and(|h| h.local_index == m.receiver());
+                if pending && !peer.cookie_retried {
+                    peer.cookie_retried = true;
+                    peer.last_initiation_sent = None;
+                    peer.want_initiation = true;
+                    Self::mark_pending(&mut self.pending, id, peer);
+                }
+                return Ok(Received::Done);
             }
         };
         let sealed = datagram
@@ -378,54 +432,15 @@ impl Device {
         }
         peer.last_timestamp = Some(timestamp);
         peer.last_initiation_received = Some(now);
-        peer.set_endpoint(src);
+        if peer.set_endpoint(src) {
+            self.known.insert(src.ip());
+        }
         peer.stats.handshakes += 1;
         peer.timers.session_derived(now);
         peer.timers.any_authenticated_sent();
         peer.timers.any_authenticated_traversal(now);
         peer.stats.tx_bytes += RESPONSE_LEN as u64;
         Ok(Received::Reply(&out[..]))
-    }
-
-    /// What every handshake message passes before any Diffie-Hellman work:
-    /// mac1 must prove the sender knows our key; under load, a message
-    /// without a valid mac2 earns a cookie reply, and one with it still
-    /// passes the per-source rate limit. Returns true when a cookie reply
-    /// was written to `reply`.
-    fn handshake_gate(
-        &mut self,
-        now: Instant,
-        src: SocketAddr,
-        msg: &[u8],
-        sender: u32,
-        reply: &mut [u8],
-    ) -> Result<bool, Dropped> {
-        if !self.cookies.check_mac1(msg) {
-            return Err(Dropped::Mac1);
-        }
-        if !self.load.record(now) {
-            return Ok(false);
-        }
-        if !self
-            .cookies
-            .check_mac2(now, self.entropy.as_mut(), msg, &src)
-        {
-            let out: &mut [u8; COOKIE_REPLY_LEN] = reply
-                .get_mut(..COOKIE_REPLY_LEN)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(Dropped::Malformed)?;
-            if !self
-                .cookies
-                .write_reply(now, self.entropy.as_mut(), msg, sender, &src, out)
-            {
-                return Err(Dropped::Malformed);
-            }
-            return Ok(true);
-        }
-        if !self.limiter.allow(now, src.ip()) {
-            return Err(Dropped::RateLimited);
-        }
-        Ok(false)
     }
 
     fn on_response<'d, 'r>(
@@ -507,8 +522,11 @@ impl Device {
         for old in retired.into_iter().flatten() {
             self.indices.remove(&old.local_index);
         }
-        peer.set_endpoint(src);
+        if peer.set_endpoint(src) {
+            self.known.insert(src.ip());
+        }
         peer.attempts = 0;
+        peer.cookie_retried = false;
         peer.lastminute_handshake = false;
         peer.stats.last_handshake = Some(now);
         peer.stats.handshakes += 1;
@@ -566,7 +584,9 @@ impl Device {
             }
             peer.stats.last_handshake = Some(now);
         }
-        peer.set_endpoint(src);
+        if peer.set_endpoint(src) {
+            self.known.insert(src.ip());
+        }
         peer.stats.rx_bytes += (DATA_HEADER_LEN + sealed.len()) as u64;
         peer.timers.any_authenticated_received();
         peer.timers.any_authenticated_traversal(now);

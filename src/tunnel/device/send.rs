@@ -68,7 +68,7 @@ impl Device {
             .last_gc
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
         {
-            self.limiter.gc(now);
+            self.gate_maintenance(now);
             self.last_gc = Some(now);
         }
         for (slot, entry) in self.peers.iter_mut().enumerate() {
@@ -85,6 +85,7 @@ impl Device {
                         peer.recycle(b);
                     }
                     peer.timers.handshake_abandoned(now);
+                    peer.cookie_retried = false;
                 } else {
                     peer.attempts += 1;
                     peer.want_initiation = true;
