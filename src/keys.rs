@@ -180,11 +180,16 @@ impl Default for PresharedKey {
 
 /// Reads a file holding a secret, after checking its permissions; the text
 /// is wiped when dropped.
+/// Only regular files of at most 4 KiB are read: a FIFO at the path must not
+/// hang the node, nor a character device exhaust its memory.
 fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     check_private_file(path)?;
-    std::fs::read_to_string(path)
-        .map(Zeroizing::new)
-        .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))
+    let io =
+        |e: std::io::Error| KeyError::Io(format!("cannot read key file {}: {e}", path.display()));
+    let bytes = Zeroizing::new(crate::io::files::read_regular_file(path, 4096).map_err(io)?);
+    std::str::from_utf8(&bytes)
+        .map(|t| Zeroizing::new(t.to_string()))
+        .map_err(|_| KeyError::Io(format!("key file {} is not text", path.display())))
 }
 
 /// Refuses secrets stored in files that anyone but the owner can read, as ssh does.

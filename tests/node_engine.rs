@@ -410,6 +410,32 @@ fn quarantine_drops_sessions_at_once() {
     );
 }
 
+/// Issue 9: a policy that leaves a node without any peer (say the nodes of
+/// a half-written file, without its rules) is applied, but never silently.
+#[test]
+fn a_policy_removing_every_peer_says_so_loudly() {
+    let mut m = Mesh::new(&policy_text(""));
+    m.events(DB);
+    let nodes_only: String = policy_text("")
+        .lines()
+        .filter(|l| l.starts_with("node "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    m.nodes[DB]
+        .reload(load(&nodes_only), &mut Resolver, SystemTime::now())
+        .unwrap();
+    let applied = m
+        .events(DB)
+        .into_iter()
+        .find(|e| matches!(e, Event::PolicyApplied { .. }))
+        .unwrap();
+    assert_eq!(applied.level(), umbra::log::Level::Warn);
+    assert!(
+        applied.to_string().contains("removes EVERY peer"),
+        "{applied}"
+    );
+}
+
 #[test]
 fn a_policy_without_this_node_is_refused_and_the_old_one_stays() {
     let mut m = Mesh::new(&policy_text(""));

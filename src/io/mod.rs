@@ -5,6 +5,7 @@
 //! The protocol and policy cores never import this module; the node daemon
 //! wires them to these devices through its mio event loop.
 
+pub mod files;
 pub mod netlink;
 pub mod signals;
 pub mod sockopt;

@@ -33,6 +33,12 @@ const UDP4: Token = Token(1);
 const UDP6: Token = Token(2);
 const SIGNALS: Token = Token(3);
 
+/// The largest inner packet the buffers hold: what `drain_tunnel` reads
+/// into, after the data header, leaving room for padding and the tag.
+pub const MAX_MTU: u32 = (BUF_LEN - DATA_HEADER_LEN - 64) as u32;
+/// IPv4's minimum datagram every host must accept.
+pub const MIN_MTU: u32 = 576;
+
 /// Default UDP port, WireGuard's.
 pub const DEFAULT_PORT: u16 = 51820;
 
@@ -68,8 +74,7 @@ struct Kernel {
 
 /// Reads and loads the policy file, rendering errors for the terminal.
 pub fn load_policy(path: &Path) -> Result<(String, Policy), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+    let text = crate::io::files::read_policy_file(path)?;
     let policy = Policy::load(&text, &path.display().to_string(), SystemTime::now())
         .map_err(|e| e.to_string())?;
     Ok((text, policy))
@@ -92,10 +97,18 @@ fn one_line(e: &PolicyError) -> String {
 
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(config: UpConfig) -> Result<(), String> {
-    // Before any other thread exists, so every thread inherits the mask.
-    let signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    if !(MIN_MTU..=MAX_MTU).contains(&config.mtu) {
+        return Err(format!(
+            "--mtu {}: must be between {MIN_MTU} and {MAX_MTU} (umbra's packet buffers hold {BUF_LEN} bytes with the WireGuard header and tag)",
+            config.mtu
+        ));
+    }
+    // Key and policy first, with the default signal dispositions still in
+    // place, so SIGTERM stops a node stuck on a slow file.
     let key = PrivateKey::load(&config.key).map_err(|e| e.to_string())?;
     let (text, policy) = load_policy(&config.policy)?;
+    // Before any other thread exists, so every thread inherits the mask.
+    let signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
     let now = Instant::now();
     let mut engine = Engine::new(
@@ -255,7 +268,11 @@ fn event_loop<P: PacketIo>(
                         Ok(Some(Signal::Reload)) => {
                             info!("SIGHUP: re-reading {}", config.policy.display());
                             match watcher.force() {
-                                Some(text) => lp.reload(config, &text, kernel.as_mut(), &own),
+                                Some(Ok(text)) => lp.reload(config, &text, kernel.as_mut(), &own),
+                                Some(Err(e)) => warn!(
+                                    "policy reload rejected, still running policy {}: {e}",
+                                    lp.engine.policy().id()
+                                ),
                                 None => info!("policy unchanged ({})", lp.engine.policy().id()),
                             }
                         }
@@ -270,9 +287,16 @@ fn event_loop<P: PacketIo>(
         lp.flush(now);
         if now >= next_tick {
             lp.engine.tick(now, SystemTime::now());
-            if let Some(text) = watcher.poll() {
-                info!("{} changed: reloading", config.policy.display());
-                lp.reload(config, &text, kernel.as_mut(), &own);
+            match watcher.poll(now) {
+                Some(Ok(text)) => {
+                    info!("{} changed: reloading", config.policy.display());
+                    lp.reload(config, &text, kernel.as_mut(), &own);
+                }
+                Some(Err(e)) => warn!(
+                    "policy reload rejected, still running policy {}: {e}",
+                    lp.engine.policy().id()
+                ),
+                None => {}
             }
             lp.flush(now);
             lp.log_events();

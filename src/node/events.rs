@@ -85,6 +85,11 @@ impl Event {
         match self {
             Event::Denied { .. } => Level::Debug,
             Event::PeerProblem { .. } => Level::Warn,
+            Event::PolicyApplied {
+                peers: 0,
+                peers_removed: 1..,
+                ..
+            } => Level::Warn,
             _ => Level::Info,
         }
     }
@@ -93,23 +98,45 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::PolicyApplied { id, peers, flows_cut, peers_removed } => write!(
-                f,
-                "policy {id} applied: {peers} peers, {peers_removed} removed, {flows_cut} flows no longer allowed were cut"
-            ),
-            Event::Audit { rule, would, flow } => write!(f, "audit rule '{rule}' would {would}: {flow}"),
-            Event::Denied { rule, rejected, flow } => {
+            Event::PolicyApplied {
+                id,
+                peers,
+                flows_cut,
+                peers_removed,
+            } => {
+                write!(
+                    f,
+                    "policy {id} applied: {peers} peers, {peers_removed} removed, {flows_cut} flows no longer allowed were cut"
+                )?;
+                if *peers == 0 && *peers_removed > 0 {
+                    write!(f, "; this policy removes EVERY peer of this node: all its tunnels are down (check the file is complete and its rules intended)")?;
+                }
+                Ok(())
+            }
+            Event::Audit { rule, would, flow } => {
+                write!(f, "audit rule '{rule}' would {would}: {flow}")
+            }
+            Event::Denied {
+                rule,
+                rejected,
+                flow,
+            } => {
                 let how = if *rejected { "rejected" } else { "dropped" };
                 match rule {
                     Some(r) => write!(f, "{how} by rule '{r}': {flow}"),
                     None => write!(f, "{how} (no rule allows it): {flow}"),
                 }
             }
-            Event::PeerRemoved { name } => write!(f, "peer {name} removed; its sessions were dropped"),
+            Event::PeerRemoved { name } => {
+                write!(f, "peer {name} removed; its sessions were dropped")
+            }
             Event::PeerAdded { name } => write!(f, "peer {name} added"),
             Event::PeerProblem { name, problem } => write!(f, "peer {name}: {problem}"),
             Event::Suppressed { count } => {
-                write!(f, "{count} more audit/denied flow events in the last second were not logged")
+                write!(
+                    f,
+                    "{count} more audit/denied flow events in the last second were not logged"
+                )
             }
         }
     }

@@ -164,18 +164,8 @@ fn when(at: &Option<String>) -> Result<SystemTime, String> {
     }
 }
 
-/// Policy files are small; refuse absurd ones before reading them whole.
-const MAX_FILE: u64 = 16 << 20;
-
 fn read(path: &str) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    if meta.len() > MAX_FILE {
-        return Err(format!(
-            "{path} is larger than {} MiB; not a policy file",
-            MAX_FILE >> 20
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
+    crate::io::files::read_policy_file(std::path::Path::new(path))
 }
 
 fn load(path: &str) -> Result<Policy, String> {

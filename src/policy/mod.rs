@@ -80,6 +80,10 @@ impl PolicyId {
     }
 }
 
+/// The largest policy file umbra reads (CLI and daemon alike). Policy files
+/// are small; refusing absurd ones keeps a bad deploy from exhausting memory.
+pub const MAX_POLICY_BYTES: u64 = 16 << 20;
+
 /// The short form: the first 16 hex digits, as tools print and logs stamp.
 impl fmt::Display for PolicyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
