@@ -34,10 +34,10 @@ pub fn read_regular_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// byte order mark (some Windows editors write one) is accepted and dropped.
 pub fn read_policy_file(path: &Path) -> Result<String, String> {
     let bytes = read_regular_file(path, crate::policy::MAX_POLICY_BYTES)
-        .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         format!(
-            "cannot read policy {}: not UTF-8 text (invalid byte at offset {})",
+            "cannot read {}: not UTF-8 text (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
         )

@@ -31,6 +31,39 @@ pub struct Diagnostic {
     pub source_line: String,
 }
 
+/// Longest message kept; messages quote policy text, which may be huge.
+const MAX_MESSAGE_CHARS: usize = 1000;
+/// How much of the offending line is shown: this many characters before
+/// the column, and about three times as many after it.
+const SOURCE_CONTEXT: usize = 60;
+
+/// Makes policy text safe to print on a terminal or into a log line:
+/// control characters (escape sequences, NUL, ...) and bidirectional
+/// overrides are shown escaped, and the text is cut after `max` characters.
+pub fn sanitize(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 8));
+    for (n, c) in text.chars().enumerate() {
+        if n >= max {
+            out.push('…');
+            break;
+        }
+        if is_unprintable(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters a policy may not contain anywhere: they would be echoed into
+/// terminals and logs (escape sequences, NUL) or make text read differently
+/// from how it parses (bidirectional controls). Tabs are fine.
+pub fn is_unprintable(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 impl Diagnostic {
     /// A syntax error: the line does not parse.
     pub fn syntax(span: Span, message: impl Into<String>) -> Self {
@@ -38,21 +71,24 @@ impl Diagnostic {
     }
 
     pub fn error(code: &'static str, span: Span, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            code,
-            span,
-            message: message.into(),
-            source_line: String::new(),
-        }
+        Self::new(Severity::Error, code, span, message.into())
     }
 
     pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, code, span, message.into())
+    }
+
+    fn new(severity: Severity, code: &'static str, span: Span, message: String) -> Self {
+        let clean =
+            message.chars().count() <= MAX_MESSAGE_CHARS && !message.chars().any(is_unprintable);
         Diagnostic {
-            severity: Severity::Warning,
+            severity,
             code,
             span,
-            message: message.into(),
+            message: match clean {
+                true => message,
+                false => sanitize(&message, MAX_MESSAGE_CHARS),
+            },
             source_line: String::new(),
         }
     }
@@ -67,12 +103,17 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let Span { line, col, len } = self.span;
+        let Span { line, mut col, len } = self.span;
         let mut out = format!(
             "{file}:{line}:{col}: {kind}[{}]: {}\n",
             self.code, self.message
         );
         if line > 0 {
+            // `attach_sources` kept a window of the line: columns past the
+            // context are shifted onto it (one column for the leading `…`).
+            if col as usize > SOURCE_CONTEXT + 1 {
+                col = SOURCE_CONTEXT as u32 + 2;
+            }
             let gutter = line.to_string();
             let pad = " ".repeat(gutter.len());
             // Tabs would shift the caret; show them as single spaces.
@@ -91,7 +132,35 @@ impl Diagnostic {
     }
 }
 
-/// Fills in each diagnostic's offending line from the policy text.
+/// Most warnings reported at once; past it they are counted, not listed.
+pub const MAX_WARNINGS: usize = 1000;
+
+/// Keeps every error but only the first [`MAX_WARNINGS`] warnings, plus
+/// one saying how many more there were.
+pub(crate) fn cap_warnings(diags: &mut Vec<Diagnostic>) {
+    let mut warnings = 0usize;
+    let mut dropped = 0usize;
+    diags.retain(|d| {
+        if d.is_error() {
+            return true;
+        }
+        warnings += 1;
+        let keep = warnings <= MAX_WARNINGS;
+        dropped += usize::from(!keep);
+        keep
+    });
+    if dropped > 0 {
+        diags.push(Diagnostic::warning(
+            "too-many-warnings",
+            Span::default(),
+            format!("{dropped} more warnings not shown (only the first {MAX_WARNINGS} are)"),
+        ));
+    }
+}
+
+/// Fills in each diagnostic's offending line from the policy text: a
+/// window of it around the column, never the whole of a huge line, with
+/// unprintable characters escaped.
 pub(crate) fn attach_sources(diags: &mut [Diagnostic], text: &str) {
     let lines: Vec<&str> = text.split('\n').collect();
     for d in diags {
@@ -99,7 +168,14 @@ pub(crate) fn attach_sources(diags: &mut [Diagnostic], text: &str) {
             .checked_sub(1)
             .and_then(|i| lines.get(i))
         {
-            d.source_line = l.trim_end_matches('\r').to_string();
+            let l = l.trim_end_matches('\r');
+            let skip = (d.span.col as usize).saturating_sub(SOURCE_CONTEXT + 1);
+            let window: String = l.chars().skip(skip).take(SOURCE_CONTEXT * 4 + 1).collect();
+            let shown = sanitize(&window, SOURCE_CONTEXT * 4);
+            d.source_line = match skip {
+                0 => shown,
+                _ => format!("…{shown}"),
+            };
         }
     }
 }

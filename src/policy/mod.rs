@@ -163,6 +163,7 @@ impl Policy {
             .into_iter()
             .filter(|e| !e.passed)
             .map(|e| Diagnostic::error("expect-failed", e.span, e.detail))
+            .take(syntax::MAX_ERRORS)
             .collect();
         if errs.is_empty() {
             return Ok(policy);
@@ -191,6 +192,7 @@ impl Policy {
             );
         }
         diags.sort_by_key(|d| (d.span, d.severity));
+        diag::cap_warnings(&mut diags);
         diag::attach_sources(&mut diags, text);
         Report {
             policy,

@@ -24,6 +24,28 @@ pub fn parse_statements(text: &str) -> (Vec<Stmt>, Vec<Diagnostic>) {
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if let Some((col, c)) = line
+            .chars()
+            .enumerate()
+            .find(|(_, c)| super::diag::is_unprintable(*c))
+        {
+            let span = Span {
+                line: line_no,
+                col: u32::try_from(col + 1).unwrap_or(u32::MAX),
+                len: 1,
+            };
+            errors.push(syntax(
+                span,
+                format!(
+                    "character {} is not allowed in a policy (control characters and bidirectional overrides would be echoed into terminals and logs); remove it",
+                    c.escape_unicode()
+                ),
+            ));
+            if errors.len() >= MAX_ERRORS {
+                break;
+            }
+            continue;
+        }
         let toks = lex_line(line_no, line);
         if toks.is_empty() {
             continue;
