@@ -24,12 +24,19 @@ struct Node {
 }
 
 impl Node {
+    /// A tracker where one peer may fill the whole table (the per-peer
+    /// share has tests of its own).
     fn new(capacity: usize) -> Node {
+        Node::with(Config {
+            capacity,
+            max_per_peer: Some(capacity),
+            ..Config::default()
+        })
+    }
+
+    fn with(config: Config) -> Node {
         Node {
-            ct: Conntrack::new(Config {
-                capacity,
-                ..Config::default()
-            }),
+            ct: Conntrack::new(config),
             now: Instant::now(),
         }
     }
@@ -382,6 +389,100 @@ fn full_table_evicts_unassured_first() {
     n.open(P, Outbound, &udp(A4, B4, (4, 53), b""), R);
     let ports: Vec<_> = n.ct.iter().filter_map(|e| e.src_port()).collect();
     assert!(ports.contains(&3) && ports.contains(&4), "{ports:?}");
+}
+
+/// Issue 9, defect 2: one peer opening flows without end must not evict
+/// another peer's working connection — neither a live stream nor an idle
+/// one where the server speaks next.
+#[test]
+fn one_peer_cannot_evict_another_peers_connections() {
+    let mut n = Node::with(Config {
+        capacity: 64,
+        ..Config::default()
+    });
+    let victim = PeerId(1);
+    let flooder = PeerId(2);
+    // The victim's two established TCP connections: a stream, and an idle
+    // session where the server (behind this node) speaks next.
+    for port in [5000, 5001] {
+        n.open(victim, Inbound, &tcp(B4, A4, (port, 22), SYN, 0, 0, b""), R);
+        n.see(
+            victim,
+            Outbound,
+            &tcp(A4, B4, (22, port), SYN | ACK, 0, 0, b""),
+        );
+        n.see(victim, Inbound, &tcp(B4, A4, (port, 22), ACK, 0, 0, b""));
+    }
+    // The flooder opens and establishes 10,000 connections, one a millisecond.
+    for i in 0..10_000u32 {
+        let port = 1024 + (i % 60_000) as u16;
+        let dst = std::net::Ipv4Addr::new(10, 9, (i >> 8) as u8, i as u8);
+        n.now += Duration::from_millis(1);
+        n.open(
+            flooder,
+            Inbound,
+            &tcp(dst, A4, (port, 80), SYN, 0, 0, b""),
+            R,
+        );
+        n.see(
+            flooder,
+            Outbound,
+            &tcp(A4, dst, (80, port), SYN | ACK, 0, 0, b""),
+        );
+        n.see(flooder, Inbound, &tcp(dst, A4, (port, 80), ACK, 0, 0, b""));
+        if i % 100 == 0 {
+            // The stream keeps flowing.
+            let m = n.see(victim, Inbound, &tcp(B4, A4, (5000, 22), ACK, 0, 0, b""));
+            assert_eq!(m, Match::Original(R), "the victim's stream was cut at {i}");
+        }
+    }
+    assert_eq!(
+        n.see(victim, Outbound, &tcp(A4, B4, (22, 5001), ACK, 0, 0, b"")),
+        Match::Reply(R),
+        "the server's next packet on the idle connection is still return traffic"
+    );
+    assert!(n.ct.len() <= 64);
+    let flooders = n.ct.iter().filter(|e| e.peer() == flooder).count();
+    assert_eq!(flooders, 32, "the flooder holds its share: half the table");
+}
+
+/// Eviction spares recently active flows: the entry refreshed a moment ago
+/// is not taken because it was admitted first.
+#[test]
+fn eviction_spares_recently_active_flows() {
+    let mut n = Node::new(4);
+    for port in 1..=4 {
+        n.open(P, Outbound, &udp(A4, B4, (port, 53), b""), R);
+        n.see(P, Inbound, &udp(B4, A4, (53, port), b""));
+        n.wait(1);
+    }
+    // Flow 1, the oldest, is the active one.
+    n.see(P, Outbound, &udp(A4, B4, (1, 53), b""));
+    n.wait(1);
+    n.open(P, Outbound, &udp(A4, B4, (5, 53), b""), R);
+    let ports: Vec<_> = n.ct.iter().filter_map(|e| e.src_port()).collect();
+    assert!(ports.contains(&1), "the active flow was evicted: {ports:?}");
+    assert!(
+        !ports.contains(&2),
+        "the least recently seen should go: {ports:?}"
+    );
+    // The same within one peer's share.
+    let mut n = Node::with(Config {
+        capacity: 100,
+        max_per_peer: Some(4),
+        ..Config::default()
+    });
+    for port in 1..=4 {
+        n.open(P, Outbound, &udp(A4, B4, (port, 53), b""), R);
+        n.see(P, Inbound, &udp(B4, A4, (53, port), b""));
+        n.wait(1);
+    }
+    n.see(P, Outbound, &udp(A4, B4, (1, 53), b""));
+    n.wait(1);
+    n.open(P, Outbound, &udp(A4, B4, (5, 53), b""), R);
+    let ports: Vec<_> = n.ct.iter().filter_map(|e| e.src_port()).collect();
+    assert_eq!(ports.len(), 4);
+    assert!(ports.contains(&1) && !ports.contains(&2), "{ports:?}");
 }
 
 #[test]

@@ -64,16 +64,28 @@ pub struct Config {
     /// roughly 270 bytes per flow
     /// (slab slot plus hash index).
     pub capacity: usize,
+    /// Most flows one peer may hold; `None`: half the capacity. A peer at
+    /// its share admits a new flow only by evicting one of its own, so one
+    /// peer cannot push another's connections out.
+    pub max_per_peer: Option<usize>,
     /// Most fragmented datagrams tracked at once.
     pub fragment_capacity: usize,
     /// Idle timeouts.
     pub timeouts: Timeouts,
 }
 
+impl Config {
+    /// The per-peer share in force.
+    pub fn per_peer(&self) -> usize {
+        self.max_per_peer.unwrap_or(self.capacity / 2).max(1)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             capacity: 65536,
+            max_per_peer: None,
             fragment_capacity: 1024,
             timeouts: Timeouts::default(),
         }

@@ -36,13 +36,20 @@
 //!
 //! # Capacity
 //!
-//! When the table is full and a new flow is admitted, one entry is evicted:
-//! an expired one if any; otherwise the unassured entry (a TCP connection
-//! not yet established or already closing, a UDP or other flow never
-//! answered, an ICMP echo) closest to expiry; only if every entry is
+//! Each peer may hold at most its share of the table
+//! ([`Config::max_per_peer`], half the capacity by default). A peer at its
+//! share admits a new flow only by evicting one of its own: an expired one,
+//! else an unassured one, else the least recently seen of the few it looks
+//! at. So one peer opening flows without end recycles its own slots and
+//! cannot push another peer's connections out (issue 9).
+//!
+//! When the whole table is full and a new flow is admitted, one entry is
+//! evicted: an expired one if any; otherwise the unassured entry (a TCP
+//! connection not yet established or already closing, a UDP or other flow
+//! never answered, an ICMP echo) closest to expiry; only if every entry is
 //! assured (established TCP, answered UDP or other), the assured entry
-//! closest to expiry. So a flood of new flows recycles its own slots and
-//! cannot push working connections out.
+//! closest to expiry — judged by when it was last seen, not when it was
+//! admitted, so an old but active connection is spared.
 
 mod config;
 pub mod drive;

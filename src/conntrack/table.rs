@@ -7,6 +7,10 @@
 //! The flow table keeps one list per timeout class, so within a list the
 //! head is the entry queued longest ago: expiry and eviction only ever look
 //! at list heads, and nothing scans the table on the packet path.
+//!
+//! Each entry also belongs to a *group* (the flow table's groups are peers)
+//! with a second intrusive list per group, so a group's size is known and
+//! one of its own entries can be found in O(1).
 
 use std::collections::HashMap;
 use std::hash::{Hash, RandomState};
@@ -14,11 +18,22 @@ use std::hash::{Hash, RandomState};
 /// End-of-list marker.
 const NIL: u32 = u32::MAX;
 
+/// A group's list: head, tail and length.
+#[derive(Clone, Copy)]
+struct Group {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
 struct Slot<K, V> {
     item: Option<(K, V)>,
     prev: u32,
     next: u32,
     list: usize,
+    group: u32,
+    gprev: u32,
+    gnext: u32,
     /// Bumped on every insert, so a stale index held elsewhere (a fragment
     /// entry pointing at its flow) can tell its slot was reused.
     generation: u32,
@@ -32,6 +47,8 @@ pub(crate) struct Table<K, V> {
     slots: Vec<Slot<K, V>>,
     /// (head, tail) of each list.
     lists: Vec<(u32, u32)>,
+    /// Lists per group; a group with no entries has none.
+    groups: HashMap<u32, Group>,
     /// Head of the free-slot chain, linked through `next`.
     free: u32,
     len: usize,
@@ -51,6 +68,9 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
                     NIL
                 },
                 list: 0,
+                group: 0,
+                gprev: NIL,
+                gnext: NIL,
                 generation: 0,
             })
             .collect();
@@ -62,6 +82,7 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
             map,
             slots,
             lists: vec![(NIL, NIL); lists.max(1)],
+            groups: HashMap::new(),
             free: 0,
             len: 0,
         }
@@ -113,9 +134,32 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         s.item.as_ref().map(|_| s.list)
     }
 
-    /// Inserts at the tail of `list`. The key must be absent and the table
-    /// not full (the caller evicts first); returns `None` otherwise.
-    pub(crate) fn insert(&mut self, key: K, value: V, list: usize) -> Option<u32> {
+    /// Entries in `group`.
+    pub(crate) fn group_len(&self, group: u32) -> usize {
+        self.groups.get(&group).map_or(0, |g| g.len as usize)
+    }
+
+    /// The entry of `group` least recently inserted or rotated.
+    pub(crate) fn group_head(&self, group: u32) -> Option<u32> {
+        self.groups
+            .get(&group)
+            .map(|g| g.head)
+            .filter(|&h| h != NIL)
+    }
+
+    /// Moves an entry to the tail of its group's list.
+    pub(crate) fn group_rotate(&mut self, i: u32) {
+        let occupied = self.slots.get(i as usize).is_some_and(|s| s.item.is_some());
+        if occupied {
+            self.group_unlink(i);
+            self.group_push_back(i);
+        }
+    }
+
+    /// Inserts at the tail of `list` and of `group`'s list. The key must be
+    /// absent and the table not full (the caller evicts first); returns
+    /// `None` otherwise.
+    pub(crate) fn insert(&mut self, key: K, value: V, list: usize, group: u32) -> Option<u32> {
         if list >= self.lists.len() || self.map.contains_key(&key) {
             return None;
         }
@@ -124,15 +168,18 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         self.free = slot.next;
         slot.item = Some((key, value));
         slot.generation = slot.generation.wrapping_add(1);
+        slot.group = group;
         self.map.insert(key, i);
         self.len += 1;
         self.push_back(i, list);
+        self.group_push_back(i);
         Some(i)
     }
 
     pub(crate) fn remove(&mut self, i: u32) -> Option<(K, V)> {
         let (key, value) = self.slots.get_mut(i as usize)?.item.take()?;
         self.unlink(i);
+        self.group_unlink(i);
         self.map.remove(&key);
         if let Some(slot) = self.slots.get_mut(i as usize) {
             slot.next = self.free;
@@ -181,6 +228,56 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
                     l.1 = prev;
                 }
             }
+        }
+    }
+
+    fn group_unlink(&mut self, i: u32) {
+        let Some(s) = self.slots.get(i as usize) else {
+            return;
+        };
+        let (prev, next, group) = (s.gprev, s.gnext, s.group);
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if prev == NIL {
+            g.head = next;
+        }
+        if next == NIL {
+            g.tail = prev;
+        }
+        g.len = g.len.saturating_sub(1);
+        if g.len == 0 {
+            self.groups.remove(&group);
+        }
+        if let Some(p) = self.slots.get_mut(prev as usize) {
+            p.gnext = next;
+        }
+        if let Some(n) = self.slots.get_mut(next as usize) {
+            n.gprev = prev;
+        }
+    }
+
+    fn group_push_back(&mut self, i: u32) {
+        let Some(group) = self.slots.get(i as usize).map(|s| s.group) else {
+            return;
+        };
+        let g = self.groups.entry(group).or_insert(Group {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        });
+        let tail = g.tail;
+        g.tail = i;
+        if tail == NIL {
+            g.head = i;
+        }
+        g.len += 1;
+        if let Some(t) = self.slots.get_mut(tail as usize) {
+            t.gnext = i;
+        }
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            s.gprev = tail;
+            s.gnext = NIL;
         }
     }
 
@@ -239,6 +336,32 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         if on_lists != self.len {
             return Err("entry missing from lists");
         }
+        let mut in_groups = 0;
+        for (&group, g) in &self.groups {
+            let (mut prev, mut i, mut n) = (NIL, g.head, 0u32);
+            while i != NIL {
+                let s = self
+                    .slots
+                    .get(i as usize)
+                    .ok_or("group list runs off the slab")?;
+                if s.item.is_none() || s.group != group || s.gprev != prev {
+                    return Err("broken group list");
+                }
+                n += 1;
+                if n as usize > self.len {
+                    return Err("cycle in a group list");
+                }
+                prev = i;
+                i = s.gnext;
+            }
+            if prev != g.tail || n != g.len || n == 0 {
+                return Err("wrong group tail or length");
+            }
+            in_groups += n as usize;
+        }
+        if in_groups != self.len {
+            return Err("entry missing from group lists");
+        }
         let mut free = 0;
         let mut i = self.free;
         while i != NIL {
@@ -269,9 +392,13 @@ mod tests {
     #[test]
     fn insert_touch_remove_keep_invariants() {
         let mut t: Table<u32, u32> = Table::new(4, 2);
-        let a = t.insert(1, 10, 0).unwrap();
-        let b = t.insert(2, 20, 0).unwrap();
-        let c = t.insert(3, 30, 1).unwrap();
+        let a = t.insert(1, 10, 0, 7).unwrap();
+        let b = t.insert(2, 20, 0, 7).unwrap();
+        let c = t.insert(3, 30, 1, 8).unwrap();
+        assert_eq!((t.group_len(7), t.group_len(8), t.group_len(9)), (2, 1, 0));
+        assert_eq!(t.group_head(7), Some(a));
+        t.group_rotate(a);
+        assert_eq!(t.group_head(7), Some(b));
         assert_eq!(t.head(0), Some(a));
         t.touch(a, 0);
         assert_eq!(t.head(0), Some(b));
@@ -279,12 +406,16 @@ mod tests {
         assert_eq!(t.head(0), Some(a));
         assert_eq!(t.head(1), Some(c));
         t.check().unwrap();
-        assert!(t.insert(2, 0, 0).is_none(), "duplicate key");
-        t.insert(4, 40, 1).unwrap();
-        assert!(t.is_full() && t.insert(5, 50, 0).is_none());
+        assert!(t.insert(2, 0, 0, 7).is_none(), "duplicate key");
+        t.insert(4, 40, 1, 9).unwrap();
+        assert!(t.is_full() && t.insert(5, 50, 0, 7).is_none());
         assert_eq!(t.remove(b), Some((2, 20)));
         assert_eq!(t.remove(b), None);
-        let d = t.insert(5, 50, 0).unwrap();
+        assert_eq!(t.group_head(7), Some(a));
+        t.check().unwrap();
+        t.remove(c);
+        assert_eq!(t.group_len(8), 0);
+        let d = t.insert(5, 50, 0, 7).unwrap();
         assert_eq!(d, b, "freed slot reused");
         assert_eq!(t.find(&5), Some(d));
         t.check().unwrap();

@@ -20,6 +20,9 @@ pub struct Conntrack {
     counters: Counters,
 }
 
+/// Entries an eviction examines at most (per class list, or of one peer).
+const EVICTION_LOOKS: usize = 8;
+
 fn expired(last: Instant, timeout: Duration, now: Instant) -> bool {
     now.saturating_duration_since(last) >= timeout
 }
@@ -264,6 +267,9 @@ impl Conntrack {
         if let Some(old) = self.conns.find(&key) {
             self.conns.remove(old);
         }
+        if self.conns.group_len(peer.0) >= self.config.per_peer() {
+            self.evict_of_peer(now, peer);
+        }
         if self.conns.is_full() {
             self.evict_one(now);
         }
@@ -278,7 +284,7 @@ impl Conntrack {
             packets: [1, 0],
             bytes: [info.packet_len as u64, 0],
         };
-        let Some(i) = self.conns.insert(key, conn, state.class() as usize) else {
+        let Some(i) = self.conns.insert(key, conn, state.class() as usize, peer.0) else {
             self.counters.not_tracked += 1;
             return Err(NotTracked::Stateless);
         };
@@ -319,7 +325,7 @@ impl Conntrack {
             direction: dir,
             first_seen: now,
         };
-        self.frags.insert(key, frag, 0);
+        self.frags.insert(key, frag, 0, 0);
     }
 
     /// The entry at the head of a class list, with the deadline its list
@@ -332,10 +338,62 @@ impl Conntrack {
         Some((i, c.queued.checked_add(t), c.last_seen.checked_add(t)))
     }
 
+    /// The peer is at its share: one of its own flows makes room. Looks at
+    /// up to [`EVICTION_LOOKS`] of its flows, oldest admitted first, and
+    /// takes the expired, else unassured, else least recently seen one; the
+    /// others move to the back of the peer's list, so the next eviction
+    /// looks at different flows and an active flow is not picked again and
+    /// again.
+    fn evict_of_peer(&mut self, now: Instant, peer: PeerId) {
+        let timeouts = self.config.timeouts;
+        let mut best: Option<(u32, (bool, bool, Instant))> = None;
+        let looks = EVICTION_LOOKS.min(self.conns.group_len(peer.0));
+        for _ in 0..looks {
+            let Some(i) = self.conns.group_head(peer.0) else {
+                break;
+            };
+            let Some((_, c)) = self.conns.get(i) else {
+                break;
+            };
+            let class = c.state.class();
+            let gone = expired(c.last_seen, class.timeout(&timeouts), now);
+            let rank = (!gone, class.assured(), c.last_seen);
+            if best.is_none_or(|(_, r)| rank < r) {
+                best = Some((i, rank));
+            }
+            self.conns.group_rotate(i);
+        }
+        if let Some((i, (alive, _, _))) = best {
+            self.conns.remove(i);
+            match alive {
+                true => self.counters.evicted += 1,
+                false => self.counters.expired += 1,
+            }
+        }
+    }
+
     /// Eviction looks only at list heads, which are the least recently
     /// *queued* entries of each class: an approximation of least recently
-    /// seen that costs O(classes) instead of a scan.
+    /// seen that costs O(classes) instead of a scan. A head refreshed since
+    /// it was queued is requeued first (up to [`EVICTION_LOOKS`] per class),
+    /// as `expire` does, so a flow that is still active is not taken
+    /// because it is old.
     fn evict_one(&mut self, now: Instant) {
+        for class in ALL_CLASSES {
+            for _ in 0..EVICTION_LOOKS {
+                let Some(i) = self.conns.head(class as usize) else {
+                    break;
+                };
+                let Some(c) = self.conns.get_mut(i) else {
+                    break;
+                };
+                if c.last_seen <= c.queued {
+                    break;
+                }
+                c.queued = c.last_seen;
+                self.conns.touch(i, class as usize);
+            }
+        }
         let mut best: Option<(u32, Option<Instant>, bool)> = None;
         for class in ALL_CLASSES {
             let Some((i, _, deadline)) = self.head_deadline(class) else {
