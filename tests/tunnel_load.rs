@@ -130,6 +130,7 @@ fn a_roamed_peer_still_gets_in_under_load_without_a_cookie() {
 fn stranger_budget_is_global() {
     let (_a, mut b) = umbra_pair(Config {
         handshake_load_threshold: 0,
+        stranger_handshakes_per_second: 50,
 
         ..Config::default()
     });

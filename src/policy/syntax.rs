@@ -34,7 +34,7 @@ pub fn parse_statements(text: &str) -> (Vec<Stmt>, Vec<Diagnostic>) {
                 col: u32::try_from(col + 1).unwrap_or(u32::MAX),
                 len: 1,
             };
-            errors.push(syntax(
+            errors.push(Diagnostic::syntax(
                 span,
                 format!(
                     "character {} is not allowed in a policy (control characters and bidirectional overrides would be echoed into terminals and logs); remove it",
