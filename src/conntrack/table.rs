@@ -416,7 +416,7 @@ mod tests {
         t.remove(c);
         assert_eq!(t.group_len(8), 0);
         let d = t.insert(5, 50, 0, 7).unwrap();
-        assert_eq!(d, b, "freed slot reused");
+        assert_eq!(d, c, "freed slot reused");
         assert_eq!(t.find(&5), Some(d));
         t.check().unwrap();
     }

@@ -27,15 +27,20 @@ pub struct Diagnostic {
     pub span: Span,
     /// What is wrong and what was expected.
     pub message: String,
-    /// The offending line, filled in once the text is known.
+    /// The offending line, filled in once the text is known (a window of
+    /// it around the column when the line is long).
     pub source_line: String,
+    /// Characters of the line left out before `source_line`'s window.
+    pub(crate) source_skip: u32,
 }
 
 /// Longest message kept; messages quote policy text, which may be huge.
 const MAX_MESSAGE_CHARS: usize = 1000;
-/// How much of the offending line is shown: this many characters before
-/// the column, and about three times as many after it.
-const SOURCE_CONTEXT: usize = 60;
+/// Lines up to this many characters are shown whole; longer ones as a
+/// window of [`SOURCE_CONTEXT`] characters before the column and three
+/// times as many after it.
+const SOURCE_WHOLE: usize = 400;
+const SOURCE_CONTEXT: usize = 100;
 
 /// Makes policy text safe to print on a terminal or into a log line:
 /// control characters (escape sequences, NUL, ...) and bidirectional
@@ -90,6 +95,7 @@ impl Diagnostic {
                 false => sanitize(&message, MAX_MESSAGE_CHARS),
             },
             source_line: String::new(),
+            source_skip: 0,
         }
     }
 
@@ -109,10 +115,10 @@ impl Diagnostic {
             self.code, self.message
         );
         if line > 0 {
-            // `attach_sources` kept a window of the line: columns past the
-            // context are shifted onto it (one column for the leading `…`).
-            if col as usize > SOURCE_CONTEXT + 1 {
-                col = SOURCE_CONTEXT as u32 + 2;
+            // `attach_sources` kept a window of the line: shift the column
+            // onto it (one more for the leading `…`).
+            if self.source_skip > 0 {
+                col = col.saturating_sub(self.source_skip) + 1;
             }
             let gutter = line.to_string();
             let pad = " ".repeat(gutter.len());
@@ -169,9 +175,14 @@ pub(crate) fn attach_sources(diags: &mut [Diagnostic], text: &str) {
             .and_then(|i| lines.get(i))
         {
             let l = l.trim_end_matches('\r');
-            let skip = (d.span.col as usize).saturating_sub(SOURCE_CONTEXT + 1);
-            let window: String = l.chars().skip(skip).take(SOURCE_CONTEXT * 4 + 1).collect();
-            let shown = sanitize(&window, SOURCE_CONTEXT * 4);
+            let long = l.len() > SOURCE_WHOLE && l.chars().nth(SOURCE_WHOLE).is_some();
+            let skip = match long {
+                true => (d.span.col as usize).saturating_sub(SOURCE_CONTEXT + 1),
+                false => 0,
+            };
+            let window: String = l.chars().skip(skip).take(SOURCE_WHOLE + 1).collect();
+            let shown = sanitize(&window, SOURCE_WHOLE);
+            d.source_skip = u32::try_from(skip).unwrap_or(u32::MAX);
             d.source_line = match skip {
                 0 => shown,
                 _ => format!("…{shown}"),

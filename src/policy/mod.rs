@@ -30,6 +30,7 @@ pub mod compile;
 pub mod diag;
 pub mod diff;
 pub mod eval;
+mod expects;
 pub mod explain;
 pub mod flowlog;
 pub mod flowlog_agg;
@@ -325,55 +326,40 @@ impl Policy {
             detail: String::new(),
             span: e.span,
         };
-        let mut checked = 0usize;
-        for &src in &e.sources {
-            for &(via, ip) in &e.paths {
-                // A node's traffic to its own address never enters the tunnel.
-                if src == via && self.node(src).is_some_and(|n| n.owns(ip)) {
-                    continue;
-                }
-                checked += 1;
-                let flows: Vec<Flow> = e.flow.map_or_else(|| probes.to_vec(), |f| vec![f]);
-                let verdicts: Vec<(Flow, Verdict)> = flows
-                    .iter()
-                    .map(|f| (*f, eval::evaluate(&self.model, src, via, ip, *f, t)))
-                    .collect();
-                let ok = match (e.want, e.flow.is_some()) {
-                    (Want::Allow, _) => verdicts.iter().any(|(_, v)| v.allowed()),
-                    (Want::Deny, _) => verdicts.iter().all(|(_, v)| !v.allowed()),
-                    (Want::Drop, _) => verdicts.iter().all(|(_, v)| v.action == Action::Drop),
-                    (Want::Reject, _) => verdicts.iter().all(|(_, v)| v.action == Action::Reject),
-                };
-                if !ok {
-                    let shown = verdicts
-                        .iter()
-                        .find(|(_, v)| match e.want {
-                            Want::Allow => true,
-                            Want::Deny => v.allowed(),
-                            Want::Drop => v.action != Action::Drop,
-                            Want::Reject => v.action != Action::Reject,
-                        })
-                        .copied();
-                    let (flow, v) =
-                        shown.unwrap_or((Flow { proto: 0, port: 0 }, Verdict::DEFAULT_DENY));
-                    let flow_text = if e.flow.is_some() {
-                        format!(" {flow}")
-                    } else {
-                        String::new()
-                    };
-                    outcome.passed = false;
-                    outcome.detail = format!(
-                        "expectation failed: {} -> {ip} (via {}){flow_text} is {}, expected {}",
-                        self.node(src).map_or("?", |n| n.name.as_str()),
-                        self.node(via).map_or("?", |n| n.name.as_str()),
-                        self.describe_verdict(&v),
-                        want_text(e.want),
-                    );
-                    return outcome;
-                }
-            }
+        // Which pair fails, found fast; then described by the reference.
+        let scan = expects::scan(self, e, t, probes);
+        if let Some((src, via, ip)) = scan.first_failure {
+            let flows: Vec<Flow> = e.flow.map_or_else(|| probes.to_vec(), |f| vec![f]);
+            let verdicts: Vec<(Flow, Verdict)> = flows
+                .iter()
+                .map(|f| (*f, eval::evaluate(&self.model, src, via, ip, *f, t)))
+                .collect();
+            let shown = verdicts
+                .iter()
+                .find(|(_, v)| match e.want {
+                    Want::Allow => true,
+                    Want::Deny => v.allowed(),
+                    Want::Drop => v.action != Action::Drop,
+                    Want::Reject => v.action != Action::Reject,
+                })
+                .copied();
+            let (flow, v) = shown.unwrap_or((Flow { proto: 0, port: 0 }, Verdict::DEFAULT_DENY));
+            let flow_text = if e.flow.is_some() {
+                format!(" {flow}")
+            } else {
+                String::new()
+            };
+            outcome.passed = false;
+            outcome.detail = format!(
+                "expectation failed: {} -> {ip} (via {}){flow_text} is {}, expected {}",
+                self.node(src).map_or("?", |n| n.name.as_str()),
+                self.node(via).map_or("?", |n| n.name.as_str()),
+                self.describe_verdict(&v),
+                want_text(e.want),
+            );
+            return outcome;
         }
-        if checked == 0 {
+        if scan.checked == 0 {
             outcome.passed = false;
             outcome.detail =
                 "expectation failed: it names no flow between two different nodes".into();
