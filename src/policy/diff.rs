@@ -136,6 +136,9 @@ struct SourceView {
     rules: Vec<RuleId>,
 }
 
+/// How the old and the new version see one source (`None`: not in it).
+type Views = (Option<SourceView>, Option<SourceView>);
+
 fn source_view(m: &Model, n: &Node, now: i64) -> SourceView {
     SourceView {
         quarantine: quarantine_of(m, n, now),
@@ -226,7 +229,7 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         new.file_name()
     );
     // Every source name with how each version sees it.
-    let mut views: BTreeMap<&str, (Option<SourceView>, Option<SourceView>)> = BTreeMap::new();
+    let mut views: BTreeMap<&str, Views> = BTreeMap::new();
     for n in old.nodes() {
         views.entry(n.name.as_str()).or_default().0 = Some(source_view(&old.model, n, now));
     }
@@ -302,13 +305,11 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
     let (old_cells, new_cells) = (cells(&old.model), cells(&new.model));
     let keys: BTreeSet<&CellKey> = old_cells.keys().chain(new_cells.keys()).collect();
     // Source classes: sources seen alike by both versions.
-    let mut classes: BTreeMap<&(Option<SourceView>, Option<SourceView>), Vec<&str>> =
-        BTreeMap::new();
+    let mut classes: BTreeMap<&Views, Vec<&str>> = BTreeMap::new();
     for (name, view) in &views {
         classes.entry(view).or_default().push(name);
     }
-    let classes: Vec<(&(Option<SourceView>, Option<SourceView>), Vec<&str>)> =
-        classes.into_iter().collect();
+    let classes: Vec<(&Views, Vec<&str>)> = classes.into_iter().collect();
     let (judge_old, judge_new) = (Judge::new(&old.model, now), Judge::new(&new.model, now));
     // (sign, service, ports, change, destination) -> (classes, a source
     // excluded from them: the destination node itself, for its own address)
