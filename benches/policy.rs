@@ -1,6 +1,9 @@
 //! Policy benchmark: a mesh of 10,000 nodes, 1,000 services and 5,000
 //! rules. Prints parse and per-node compile time, table memory and
-//! nanoseconds per lookup. Run with `cargo bench --bench policy`.
+//! nanoseconds per lookup. Then the tools at the sizes of issue 9: `check`
+//! of 80 nodes x 800 services with fan-out expects, `diff` of a 100k-node
+//! policy with itself, and a fan-out `diff` of 3k vs 10k nodes (with the
+//! process's peak memory). Run with `cargo bench --bench policy`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -251,6 +254,89 @@ fn main() {
     }
     println!("lookup (ingress/egress mix, {N} per node): best node {best:.1} ns, worst node {worst:.1} ns ({allowed} allowed)");
     let _ = black_box(SystemTime::now());
+    drop(tables);
+    drop(policy);
+    tools(now);
+}
+
+/// Nodes in `ROLES8` roles, one service per role and port, rules letting
+/// each role reach the next one's services, and fan-out expects between
+/// whole roles (each pair of nodes, every probe port).
+fn fanout(nodes: usize, services: usize, expects: bool) -> String {
+    const ROLES8: usize = 8;
+    let mut t = String::new();
+    for i in 0..nodes {
+        t.push_str(&format!(
+            "node n{i} key {} addr {}/8 roles r{}\n",
+            key(i),
+            addr(i),
+            i % ROLES8
+        ));
+    }
+    for j in 0..services {
+        t.push_str(&format!("service s{j} role:r{} tcp/{}\n", j % ROLES8, 1000 + j));
+    }
+    for j in 0..services {
+        t.push_str(&format!("allow role:r{} -> s{j}\n", (j + 1) % ROLES8));
+    }
+    if expects {
+        for a in 0..ROLES8 {
+            let (to, deny) = ((a + 7) % ROLES8, (a + 3) % ROLES8);
+            t.push_str(&format!("expect role:r{a} -> role:r{to} is allow\n"));
+            t.push_str(&format!("expect role:r{a} -> role:r{deny} is deny\n"));
+        }
+    }
+    t
+}
+
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn tools(now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    // Fan-out diff first, so the peak memory figure is its own.
+    let (small, big) = (fanout(3_000, 100, false), fanout(10_000, 100, false));
+    let a = Policy::parse(&small, "3k.policy").expect("parses");
+    let b = Policy::parse(&big, "10k.policy").expect("parses");
+    let t0 = Instant::now();
+    let out = umbra::policy::diff::diff(&a, &b, secs);
+    println!(
+        "diff 3k vs 10k nodes (100 services): {:.2} s, {} KiB of output, peak RSS {} MiB",
+        t0.elapsed().as_secs_f64(),
+        out.len() / 1024,
+        peak_rss_mib()
+    );
+    drop((a, b, out));
+
+    let text = fanout(80, 800, true);
+    let t0 = Instant::now();
+    let report = Policy::check(&text, "fanout.policy", now);
+    println!(
+        "check 80 nodes x 800 services, 16 fan-out expects ({} KiB): {:.2} s, {} of {} expects passed",
+        text.len() / 1024,
+        t0.elapsed().as_secs_f64(),
+        report.expects.iter().filter(|e| e.passed).count(),
+        report.expects.len()
+    );
+
+    let huge = fanout(100_000, 100, false);
+    let p = Policy::parse(&huge, "100k.policy").expect("parses");
+    let t0 = Instant::now();
+    let out = umbra::policy::diff::diff(&p, &p, secs);
+    println!(
+        "diff of a 100k-node policy ({} KiB) with itself: {:.2} s ({})",
+        huge.len() / 1024,
+        t0.elapsed().as_secs_f64(),
+        out.lines().last().unwrap_or("")
+    );
 }
 
 fn sorted(v: &[usize]) -> Vec<usize> {
