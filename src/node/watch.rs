@@ -9,7 +9,10 @@
 //!
 //! A file being written in place is not read until its stamp has stayed the
 //! same for [`SETTLE`]: a writer that emits the nodes first and the rules a
-//! moment later must not get its half-written file applied (issue 9). The
+//! moment later must not get its half-written file applied (issue 9). A
+//! file swapped in whole (a rename, a symlink swap: a new inode) only has to
+//! stay put for [`SETTLE_SWAPPED`], in case it was created at the path and
+//! is still being written. The
 //! stamp is taken again after reading, and a file that changed meanwhile
 //! is read again later. Reads are capped at 16 MiB, and only
 //! regular files are read (a FIFO or a device at the path would hang the
@@ -19,8 +22,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a changed file must stay unchanged before it is read.
+/// How long a file changed in place must stay unchanged before it is read.
 pub const SETTLE: Duration = Duration::from_millis(1000);
+/// The same for a file that replaced the old one (another inode).
+pub const SETTLE_SWAPPED: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -70,7 +75,11 @@ impl Watcher {
         }
         match self.settling {
             Some((s, since)) if s == current => {
-                if now.saturating_duration_since(since) < SETTLE {
+                let swapped = self
+                    .last
+                    .is_none_or(|l| (l.dev, l.ino) != (current.dev, current.ino));
+                let settle = if swapped { SETTLE_SWAPPED } else { SETTLE };
+                if now.saturating_duration_since(since) < settle {
                     return None;
                 }
             }
