@@ -274,7 +274,11 @@ fn fanout(nodes: usize, services: usize, expects: bool) -> String {
         ));
     }
     for j in 0..services {
-        t.push_str(&format!("service s{j} role:r{} tcp/{}\n", j % ROLES8, 1000 + j));
+        t.push_str(&format!(
+            "service s{j} role:r{} tcp/{}\n",
+            j % ROLES8,
+            1000 + j
+        ));
     }
     for j in 0..services {
         t.push_str(&format!("allow role:r{} -> s{j}\n", (j + 1) % ROLES8));
@@ -301,7 +305,9 @@ fn peak_rss_mib() -> u64 {
 }
 
 fn tools(now: SystemTime) {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     // Fan-out diff first, so the peak memory figure is its own.
     let (small, big) = (fanout(3_000, 100, false), fanout(10_000, 100, false));
     let a = Policy::parse(&small, "3k.policy").expect("parses");

@@ -88,6 +88,11 @@ fn real_messages() -> Vec<(&'static str, Vec<u8>)> {
         now,
         wall(),
     );
+    // Under load, cookie replies go only to addresses associated with a
+    // peer (issue 9): the initiator is one, at `from`.
+    let mut known = PeerConfig::new(PrivateKey::from_bytes(INITIATOR_KEY).public_key());
+    known.endpoint = Some(from);
+    loaded.upsert_peer(known);
     loaded.report_load(now);
     let mut d = init.clone();
     match loaded.handle_datagram(now, from, &mut d, &mut reply) {
