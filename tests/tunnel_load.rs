@@ -91,6 +91,36 @@ fn a_restarting_peer_gets_in_at_once_during_a_flood() {
     assert_eq!(got_b, vec![pkt(1)], "no simulated time passed");
 }
 
+/// The immediate resend after a cookie reply happens once per handshake:
+/// more cookie replies (forged by someone who saw the initiation, or
+/// duplicated) do not make the initiator send more.
+#[test]
+fn only_one_immediate_resend_per_handshake() {
+    let (mut a, mut b) = umbra_pair(low_threshold());
+    b.dev.report_load(b.now);
+    let init = a.send_packet(&pkt(1));
+    let (cookie, _) = b.recv_datagram(a.addr(), &init[0]);
+    assert_eq!(cookie[0][0], MSG_COOKIE_REPLY);
+    let (first, _) = a.recv_datagram(b.addr(), &cookie[0]);
+    assert_eq!(first.len(), 1, "resent at once");
+    // b answers the resend with a cookie again (say it restarted and has
+    // a new cookie secret: another seed).
+    let mut fresh = UmbraSide::new(
+        key(2),
+        key(1).public_key(),
+        None,
+        addr(B),
+        Some(addr(A)),
+        low_threshold(),
+        99,
+    );
+    fresh.dev.report_load(fresh.now);
+    let (cookie2, _) = fresh.recv_datagram(a.addr(), &first[0]);
+    assert_eq!(cookie2[0][0], MSG_COOKIE_REPLY);
+    let (second, _) = a.recv_datagram(b.addr(), &cookie2[0]);
+    assert!(second.is_empty(), "a second immediate resend");
+}
+
 #[test]
 fn cookie_replies_are_budgeted_per_source() {
     let (a, mut b) = umbra_pair(low_threshold());
