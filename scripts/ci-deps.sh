@@ -12,7 +12,12 @@ set -euo pipefail
 say() { echo "ci-deps: $*"; }
 
 # g++: cargo-fuzz's libfuzzer-sys compiles libFuzzer (C++) from source.
-apt_packages=(iproute2 iperf3 tcpdump ncat iputils-ping wireguard-tools wireguard-go file g++)
+# podman runc iptables buildah catatonit: the container image and pod test
+# (scripts/podman-kube.sh; catatonit is podman's pause process for pods);
+# busybox-static: the example app's image there; python3-venv: the
+# kubernetes-validate venv below.
+apt_packages=(iproute2 iperf3 tcpdump ncat iputils-ping wireguard-tools wireguard-go file g++
+    podman runc iptables buildah catatonit busybox-static python3-venv)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -33,6 +38,29 @@ if ((${#missing[@]})); then
     # iperf3 asks whether to start a daemon: answer no, without a prompt.
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Podman on these machines needs runc, cgroupfs, a file events logger and an
+# open-files limit the VM allows (deploy/podman/containers.conf says why).
+# A machine with its own settings keeps them.
+if [[ -e /etc/containers/containers.conf ]]; then
+    say "podman: /etc/containers/containers.conf present, left as it is"
+else
+    say "podman: installing deploy/podman/containers.conf as /etc/containers/containers.conf"
+    install -D -m 0644 "$(dirname "$0")/../deploy/podman/containers.conf" /etc/containers/containers.conf
+fi
+
+# kubernetes-validate (PyPI) in its own venv: offline schema validation of the
+# manifests in deploy/kubernetes (scripts/kube-validate.sh). Pinned: its
+# bundled schemas decide what "the newest schema" means.
+kv_version=1.37.0
+venv=${UMBRA_VENV:-/opt/umbra-venv}
+if [[ -x $venv/bin/kubernetes-validate ]] && "$venv/bin/kubernetes-validate" --version 2>&1 | grep -q "$kv_version"; then
+    say "pip: kubernetes-validate $kv_version already in $venv"
+else
+    say "pip: installing kubernetes-validate $kv_version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$kv_version"
 fi
 
 # cargo install puts binaries here; make sure this script and its callers see them.
@@ -58,4 +86,4 @@ for entry in "${cargo_tools[@]}"; do
     fi
 done
 
-say "ready: $(wg --version 2>&1 | head -1); wireguard-go $(wireguard-go --version 2>&1 | head -1 | awk '{print $NF}'); $(boringtun-cli --version 2>&1 | head -1); $(cargo fuzz --version 2>&1 | head -1)"
+say "ready: $(podman --version); kubernetes-validate $("$venv/bin/kubernetes-validate" --version 2>&1 | awk '{print $NF}'); $(wg --version 2>&1 | head -1); wireguard-go $(wireguard-go --version 2>&1 | head -1 | awk '{print $NF}'); $(boringtun-cli --version 2>&1 | head -1); $(cargo fuzz --version 2>&1 | head -1)"

@@ -7,6 +7,10 @@
 # at once, and a denied one vanishing without a trace. Cleans up after
 # itself, also on Ctrl-C. Needs root (namespaces, TUN devices).
 #
+# On a fresh Debian machine it installs what it is missing with apt-get
+# (iproute2 for `ip`, ncat for the demo's services and clients), and only
+# that. It builds umbra with cargo, or uses UMBRA=/path/to/umbra.
+#
 #   sudo scripts/demo.sh            # KEEP=1 leaves the mesh running until Enter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +19,39 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "demo: needs root for network namespaces and TUN devices: sudo $0" >&2
     exit 1
 fi
-for tool in ip ncat; do
-    command -v "$tool" >/dev/null || { echo "demo: '$tool' is missing: run scripts/ci-deps.sh" >&2; exit 1; }
-done
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building umbra (release)"
-cargo build --release --quiet
-UMBRA=$PWD/target/release/umbra
+# tool -> Debian package
+declare -A PACKAGE=([ip]=iproute2 [ncat]=ncat)
+missing=()
+for tool in ip ncat; do
+    command -v "$tool" >/dev/null || missing+=("${PACKAGE[$tool]}")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null ||
+        { echo "demo: needs ${missing[*]} (not installed) and this machine has no apt-get: install them, then rerun" >&2; exit 1; }
+    say "installing ${missing[*]} (apt-get; only what is missing)"
+    apt-get update -qq || { echo "demo: apt-get update failed: install ${missing[*]} by hand, then rerun" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for tool in ip ncat; do
+        command -v "$tool" >/dev/null || { echo "demo: '$tool' still missing after installing ${missing[*]}" >&2; exit 1; }
+    done
+fi
+if [[ ! -c /dev/net/tun ]]; then
+    modprobe tun 2>/dev/null || true
+    [[ -c /dev/net/tun ]] || { echo "demo: no /dev/net/tun (TUN driver): load it (modprobe tun), then rerun" >&2; exit 1; }
+fi
+
+if [[ -n ${UMBRA:-} ]]; then
+    [[ -x $UMBRA ]] || { echo "demo: UMBRA=$UMBRA is not an executable" >&2; exit 1; }
+else
+    cargo=$(command -v cargo || echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo")
+    [[ -x $cargo ]] || { echo "demo: no cargo to build umbra: install Rust (https://rustup.rs) or pass UMBRA=/path/to/umbra" >&2; exit 1; }
+    say "building umbra (release)"
+    "$cargo" build --release --quiet
+    UMBRA=$PWD/target/release/umbra
+fi
 NS=demo
 source scripts/lib/netns.sh
 netns_init

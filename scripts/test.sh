@@ -3,8 +3,8 @@
 # going after a failure so one run shows everything, and ends with a
 # "N passed, N failed" line. Exits non-zero if anything failed.
 #
-# Needs the tools from scripts/ci-deps.sh, and root for the chroot and
-# network-namespace tests.
+# Runs scripts/ci-deps.sh first (installs the tools when missing); needs
+# root for that, the chroot, network-namespace and podman tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +28,17 @@ step() {
     fi
 }
 
+# On a fresh machine this installs what the tests need (scripts/ci-deps.sh is
+# idempotent: under a second when everything is there).
+step deps bash scripts/ci-deps.sh
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 step fmt cargo fmt --check
 step clippy cargo clippy --locked --all-targets -- -D warnings
 step cargo-test cargo test --locked
 step static scripts/test-static.sh
+# Kubernetes manifests, offline; then the image and the example pods under podman.
+step kube-validate bash scripts/kube-validate.sh
+step podman-kube bash scripts/podman-kube.sh
 
 shopt -s nullglob
 for t in scripts/netns-*.sh; do

@@ -12,6 +12,8 @@
                                read-only root, policy mounted as a directory
   kube.py selftest FILE        mutates a passing manifest in every way the
                                profile forbids and checks each mutant fails
+  kube.py kustomization FILE  the files it names exist, or are the ones
+                               keys.sh writes (listed in .gitignore beside it)
   kube.py podman FILE [opts]   rewrites a manifest for `podman kube play`
                                (see podmanize below), YAML on stdout
 
@@ -287,6 +289,39 @@ def podmanize(docs, name, configmaps, secrets, aliases, images):
             "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
+def check_kustomization(path):
+    import os
+    base = os.path.dirname(path)
+    k = load(path)[0]
+    generated = set()
+    ignore = os.path.join(base, ".gitignore")
+    if os.path.exists(ignore):
+        generated = {l.strip() for l in open(ignore) if l.strip()}
+    bad = 0
+    names = list(k.get("resources") or [])
+    for gen in (k.get("configMapGenerator") or []) + (k.get("secretGenerator") or []):
+        names += [f.split("=", 1)[-1] for f in gen.get("files") or []]
+    for name in names:
+        full = os.path.join(base, name)
+        if os.path.exists(full):
+            print("%s: %s exists" % (path, name))
+        elif name in generated:
+            print("%s: %s is written by keys.sh" % (path, name))
+        else:
+            print("%s: %s: no such file" % (path, name))
+            bad += 1
+    images = {i["name"] for i in k.get("images") or []}
+    for name in k.get("resources") or []:
+        full = os.path.join(base, name)
+        if os.path.isfile(full):
+            for _, spec in pod_specs(load(full)):
+                for _, c in containers(spec):
+                    if is_umbra(c) and c["image"].rsplit(":", 1)[0] not in images:
+                        print("%s: %s uses %s, which images: does not map" % (path, name, c["image"]))
+                        bad += 1
+    return 1 if bad else 0
+
+
 def pairs(values):
     out = {}
     for v in values:
@@ -309,6 +344,8 @@ def main(argv):
                         pairs(opts["--secret"]), pairs(opts["--alias"]), pairs(opts["--image"]))
         yaml.safe_dump(pod, sys.stdout, sort_keys=False)
         return 0
+    if cmd == "kustomization":
+        return check_kustomization(files[0])
     bad = 0
     for path in files:
         specs = pod_specs(load(path))
