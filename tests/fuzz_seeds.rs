@@ -403,13 +403,30 @@ fn all_seeds() -> Seeds {
     );
     let mut policies: Vec<(String, Vec<u8>)> = Vec::new();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy-examples");
+    let mut flowlogs: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in std::fs::read_dir(examples).expect("policy-examples/") {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        policies.push((name, std::fs::read(&path).unwrap()));
+        let text = std::fs::read(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            // The whole log, and a few lines at a time.
+            for (i, chunk) in text
+                .split_inclusive(|b| *b == b'\n')
+                .collect::<Vec<_>>()
+                .chunks(12)
+                .enumerate()
+            {
+                flowlogs.push((format!("{name}-{i}"), chunk.concat()));
+            }
+            flowlogs.push((name, text));
+        } else {
+            policies.push((name, text));
+        }
     }
     policies.sort();
+    flowlogs.sort();
     seeds.insert("policy", policies);
+    seeds.insert("flowlog", flowlogs);
     seeds
 }
 

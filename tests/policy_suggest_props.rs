@@ -44,6 +44,23 @@ proptest! {
         check(&bytes);
     }
 
+    /// The fuzz target's invariants (cells add up to the flows counted,
+    /// suggested lines parse) on mutations of the worked example's log.
+    #[test]
+    fn the_fuzz_target_holds_on_mutated_example_logs(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        lines in proptest::collection::vec(any::<prop::sample::Index>(), 1..40),
+    ) {
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy-examples/learn-flows.jsonl")).unwrap();
+        let all: Vec<&str> = example.lines().collect();
+        let mut bytes: Vec<u8> = lines.iter().flat_map(|i| format!("{}\n", all[i.index(all.len())]).into_bytes()).collect();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        umbra::fuzzing::flowlog(&bytes);
+    }
+
     #[test]
     fn mutated_records_never_panic(
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),

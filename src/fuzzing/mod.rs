@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("conntrack", conntrack),
     ("keys", keys),
     ("policy", policy),
+    ("flowlog", flowlog),
 ];
 
 /// A cursor over the fuzzer's bytes. Every read returns `None` once the
@@ -358,4 +359,42 @@ pub fn policy(data: &[u8]) {
 pub(crate) fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// The policy `flowlog` decides the fuzzed flows under: the worked example
+/// whose flow log seeds the corpus.
+const FLOWLOG_POLICY: &str = include_str!("../../policy-examples/learn.policy");
+
+/// `flowlog`: the input is a flow log (JSON lines, schema v1). Reading never
+/// panics; every non-blank line is either a record or a located error; the
+/// cells add up to the flows counted (pairing, moves and window resets
+/// included: the window is tiny here); suggest and replay run on whatever
+/// was read, and the suggested lines appended to the policy still parse.
+pub fn flowlog(data: &[u8]) {
+    use crate::policy::flowlog_agg::Observed;
+    use crate::policy::{replay, suggest, suggest_render, Policy};
+
+    let mut o = Observed::with_pairing_cap(8);
+    o.read(data, "fuzz.log")
+        .expect("reading a slice cannot fail");
+    let lines = data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .count() as u64;
+    assert_eq!(o.stats.records + o.stats.malformed, lines);
+    assert!(o.stats.errors.iter().all(|e| e.starts_with("fuzz.log:")));
+    let in_cells: u64 = o.cells().iter().map(|(_, t)| t.flows).sum();
+    assert_eq!(in_cells, o.stats.flows);
+    let p = Policy::parse(FLOWLOG_POLICY, "learn.policy").expect("the example parses");
+    let now = 1_800_000_000;
+    for enforce in [false, true] {
+        let s = suggest::suggest(&p, &o, enforce, now);
+        let text = suggest_render::render(&p, &s, &o.stats);
+        let combined = format!("{FLOWLOG_POLICY}{text}");
+        if let Err(e) = Policy::parse(&combined, "combined.policy") {
+            panic!("suggested lines do not parse: {e}\n{text}");
+        }
+    }
+    let r = replay::replay(&p, &o, now);
+    let _ = replay::render(&r, &o);
 }
