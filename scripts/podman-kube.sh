@@ -16,7 +16,9 @@
 #   - the umbra processes run as UID/GID 65532 with no capabilities at all,
 #     no-new-privs and seccomp, on a read-only root (from /proc/PID/status);
 #   - a pod whose policy is broken never starts: its policy gate init
-#     container fails with file:line:col and neither umbra nor the app runs.
+#     container fails with file:line:col and neither umbra nor the app runs;
+#   - the TUN DaemonSet's pod (twice, hostNetwork off): TUN mode works with
+#     CAP_NET_ADMIN as the only capability, allowed ping through, denied not.
 #
 # What podman 4.3 cannot express is translated by scripts/lib/kube.py
 # (podmanize: native sidecar -> ordinary container listed first; ConfigMap
@@ -24,7 +26,8 @@
 # root:65532 mode 0440 as fsGroup makes it; hostAliases -> the server pod's
 # address, as podman has no Services; restartPolicy Never, emptyDir names
 # per pod). The real manifests are validated as they are by
-# scripts/kube-validate.sh.
+# scripts/kube-validate.sh. For the DaemonSet, hostNetwork is off and the
+# host's key directory is a test directory.
 #
 # Needs root, podman, runc, catatonit, tcpdump, busybox-static and the
 # kubernetes-validate venv (for PyYAML): scripts/ci-deps.sh installs them.
@@ -283,6 +286,44 @@ echo "$gate" | head -3 | sed 's/^/  gate: /'
 check "the gate names the error as file:line:col" grep -q 'mesh.policy:[0-9]*:[0-9]*: error' <<<"$gate"
 check "umbra never started in that pod" [ "$(podman inspect --format '{{.State.Status}}' "$P-broken-umbra")" == created ]
 check "the app never started in that pod" [ "$(podman inspect --format '{{.State.Status}}' "$P-broken-app")" == created ]
+
+# --- the TUN DaemonSet (the privileged option) ------------------------------------
+# Two node pods from deploy/kubernetes/daemonset/umbra-node.yaml, each with its
+# own key directory in place of the host's /etc/umbra, on the podman network
+# instead of the host's (hostNetwork off): the TUN data plane in a container
+# that holds CAP_NET_ADMIN and nothing else.
+echo "the TUN DaemonSet's pod, twice (node-a may ping node-b, not the reverse):"
+mkdir -p "$W/node-a" "$W/node-b"
+for n in a b; do (umask 077 && "$bin" genkey >"$W/node-$n/node.key"); done
+NODE_A_IP=10.89.$third.31 NODE_B_IP=10.89.$third.32
+cat >"$W/keys/nodes.policy" <<EOF
+node node-a key $("$bin" pubkey <"$W/node-a/node.key") addr 10.55.0.1/24 endpoint $NODE_A_IP:51820 roles edge
+node node-b key $("$bin" pubkey <"$W/node-b/node.key") addr 10.55.0.2/24 endpoint $NODE_B_IP:51820 roles core
+service ping-core role:core ping
+allow role:edge -> ping-core as edge-pings-core
+expect node-b -> node-a is deny
+EOF
+atomic "$W/node-policy" mesh.policy "$W/keys/nodes.policy" 0644
+for n in a b; do
+    "$PY" scripts/lib/kube.py podman deploy/kubernetes/daemonset/umbra-node.yaml --name "$P-node-$n" \
+        --configmap "mesh-policy=$W/node-policy" --hostpath "node-key=$W/node-$n" >"$W/node-$n.yaml"
+done
+play node-a "$NODE_A_IP" || { cat "$W/play-node-a.log"; die "node-a pod did not start"; }
+play node-b "$NODE_B_IP" || { cat "$W/play-node-b.log"; die "node-b pod did not start"; }
+check "node-a is up in TUN mode" wait_log "$P-node-a-umbra" "umbra up: node node-a .*interface umbra0" 20
+check "node-b is up in TUN mode" wait_log "$P-node-b-umbra" "umbra up: node node-b .*interface umbra0" 20
+pid_a=$(podman inspect --format '{{.State.Pid}}' "$P-node-a-umbra")
+pid_b=$(podman inspect --format '{{.State.Pid}}' "$P-node-b-umbra")
+check "allowed: node-a pings node-b through the tunnel" nsenter -t "$pid_a" -n ping -c 2 -W 3 10.55.0.2
+check "denied: node-b's ping to node-a gets nothing back" fails nsenter -t "$pid_b" -n ping -c 2 -W 2 10.55.0.1
+status=$(cat "/proc/$pid_a/status")
+grep -E '^(Uid|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' <<<"$status" | tr '\n' ' ' | sed "s/^/  node-a: /;s/\t/ /g"
+echo
+field() { awk -v k="$1:" '$1 == k { $1 = ""; print substr($0, 2) }' <<<"$status" | tr -s ' \t' ' ' | sed 's/ $//'; }
+check "node-a: exactly CAP_NET_ADMIN (permitted, effective, bounding), nothing ambient" \
+    [ "$(field CapPrm) $(field CapEff) $(field CapBnd) $(field CapAmb)" == "0000000000001000 0000000000001000 0000000000001000 0000000000000000" ]
+check "node-a: no-new-privs, seccomp filter" [ "$(field NoNewPrivs) $(field Seccomp)" == "1 2" ]
+check "node-a: read-only root file system" [ "$(awk '$5 == "/" { split($6, o, ","); print o[1] }' "/proc/$pid_a/mountinfo")" == ro ]
 
 if ((FAIL)); then
     for c in server-umbra client-umbra server-app client-app; do

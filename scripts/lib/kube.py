@@ -226,7 +226,7 @@ def mutants(spec):
 
 # --- podman translation ------------------------------------------------------
 
-def podmanize(docs, name, configmaps, secrets, aliases, images):
+def podmanize(docs, name, configmaps, secrets, aliases, images, hostpaths=None):
     """One Pod for `podman kube play` from the first workload in docs.
 
     What podman 4.3 cannot express is rewritten, nothing else:
@@ -245,8 +245,13 @@ def podmanize(docs, name, configmaps, secrets, aliases, images):
       named volumes, which two pods with the same volume name would share
       (a pod's key copy would be the other pod's);
     - containerPort lists are dropped: podman 4.3 publishes each one on the
-      host's port of the same number (Kubernetes only documents them).
+      host's port of the same number (Kubernetes only documents them);
+    - for the DaemonSet: hostNetwork is turned off (each test pod gets its
+      own address on the podman network instead of the CI machine's
+      network), and hostPath volumes named in `hostpaths` point at test
+      directories (the per-node key).
     """
+    hostpaths = hostpaths or {}
     (wname, spec), = [p for p in pod_specs(docs)][:1] or [(None, None)]
     if spec is None:
         raise SystemExit("kube.py: no pod template found")
@@ -266,6 +271,10 @@ def podmanize(docs, name, configmaps, secrets, aliases, images):
         c["image"] = images.get(c["image"], c["image"])
         c.pop("ports", None)
     spec["restartPolicy"] = "Never"
+    if spec.pop("hostNetwork", False):
+        spec.pop("dnsPolicy", None)
+    spec.pop("priorityClassName", None)
+    spec.pop("tolerations", None)
     renamed = {}
     for vol in spec.get("volumes") or []:
         if "emptyDir" in vol:
@@ -278,6 +287,8 @@ def podmanize(docs, name, configmaps, secrets, aliases, images):
         if "configMap" in vol:
             path = configmaps[vol.pop("configMap")["name"]]
             vol["hostPath"] = {"path": path, "type": "Directory"}
+        elif "hostPath" in vol and vol["name"] in hostpaths:
+            vol["hostPath"]["path"] = hostpaths[vol["name"]]
         elif "secret" in vol:
             path = secrets[vol.pop("secret")["secretName"]]
             vol["hostPath"] = {"path": path, "type": "Directory"}
@@ -336,12 +347,13 @@ def main(argv):
         return 2
     cmd, files = argv[1], argv[2:]
     if cmd == "podman":
-        opts = {"--configmap": [], "--secret": [], "--alias": [], "--image": [], "--name": []}
+        opts = {"--configmap": [], "--secret": [], "--alias": [], "--image": [], "--name": [], "--hostpath": []}
         path, rest = files[0], files[1:]
         for flag, value in zip(rest[::2], rest[1::2]):
             opts[flag].append(value)
         pod = podmanize(load(path), opts["--name"][0], pairs(opts["--configmap"]),
-                        pairs(opts["--secret"]), pairs(opts["--alias"]), pairs(opts["--image"]))
+                        pairs(opts["--secret"]), pairs(opts["--alias"]), pairs(opts["--image"]),
+                        pairs(opts["--hostpath"]))
         yaml.safe_dump(pod, sys.stdout, sort_keys=False)
         return 0
     if cmd == "kustomization":
