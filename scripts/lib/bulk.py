@@ -6,6 +6,11 @@
   bulk.py udp-echo ADDR PORT          UDP echo server
   bulk.py udp-ping ADDR PORT          one UDP round trip
   bulk.py echo ADDR PORT              plain TCP echo server
+  bulk.py echo-threads ADDR PORT      TCP echo server, one thread per connection
+  bulk.py duplex ADDR PORT N SIZE [TIMEOUT]
+                                      N concurrent connections to an echo server,
+                                      each sends SIZE bytes while reading the echo,
+                                      half-closes, reads to EOF, checks sha256
   bulk.py hold ADDR PORT N SIZE SECS  N connections each echo SIZE bytes, then
                                       stay open SECS seconds (memory per conn)
 
@@ -107,6 +112,82 @@ async def echo_server(addr, port):
         await srv.serve_forever()
 
 
+def echo_threads(addr, port):
+    import threading
+    srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(4096)
+
+    def serve(c):
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                c.sendall(chunk)
+            c.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+async def duplex_one(addr, port, i, size, timeout, times):
+    start = asyncio.get_running_loop().time()
+    data = stream(b"duplex-%d" % i, size)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+
+    async def send():
+        view = memoryview(data)
+        for off in range(0, size, 16384):
+            writer.write(view[off:off + 16384])
+            await writer.drain()
+        writer.write_eof()
+
+    async def recv():
+        h, n = hashlib.sha256(), 0
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return h.digest(), n
+            h.update(chunk)
+            n += len(chunk)
+
+    try:
+        _, (digest, n) = await asyncio.wait_for(asyncio.gather(send(), recv()), timeout)
+    except asyncio.TimeoutError:
+        return f"conn {i}: timed out after {timeout} s"
+    finally:
+        writer.close()
+    times.append(asyncio.get_running_loop().time() - start)
+    if n != size or digest != hashlib.sha256(data).digest():
+        return f"conn {i}: echo differs ({n}/{size} bytes back)"
+    return None
+
+
+async def duplex(addr, port, n, size, timeout):
+    loop = asyncio.get_running_loop()
+    start, times = loop.time(), []
+    res = await asyncio.gather(*(duplex_one(addr, port, i, size, timeout, times)
+                                 for i in range(n)), return_exceptions=True)
+    took = loop.time() - start
+    bad = [r for r in res if r is not None]
+    slow = max(times) if times else 0.0
+    if bad:
+        for b in bad[:10]:
+            print("FAIL", b)
+        print(f"{len(bad)} of {n} connections failed after {took:.1f} s")
+        return 1
+    print(f"ok {n} conns, {2 * n * size} bytes both ways, in {took:.2f} s "
+          f"(slowest connection {slow:.2f} s)")
+    return 0
+
+
 async def hold_one(addr, port, size, ready, release):
     reader, writer = await asyncio.open_connection(addr, port)
     writer.write(b"x" * size)
@@ -145,6 +226,12 @@ def main():
         sys.exit(asyncio.run(client(sys.argv[2], int(sys.argv[3]), n, size, parallel)))
     elif cmd == "echo":
         asyncio.run(echo_server(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "echo-threads":
+        echo_threads(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "duplex":
+        n, size = int(sys.argv[4]), int(sys.argv[5])
+        timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60.0
+        sys.exit(asyncio.run(duplex(sys.argv[2], int(sys.argv[3]), n, size, timeout)))
     elif cmd == "hold":
         asyncio.run(hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                          int(sys.argv[5]), float(sys.argv[6])))

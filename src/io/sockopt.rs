@@ -41,3 +41,42 @@ pub fn set_listen_backlog(sock: &impl AsRawFd, backlog: usize) -> io::Result<()>
         Err(io::Error::last_os_error())
     }
 }
+
+fn set_int(sock: &impl AsRawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `sock` is an open socket for the duration of the call, and
+    // the option value points to a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks for `bytes` of socket receive and send buffer: beyond
+/// `net.core.rmem_max` / `wmem_max` when privileged (`SO_*BUFFORCE`),
+/// else up to those limits. Best effort: what the kernel grants is what
+/// the socket gets.
+///
+/// A node's UDP socket takes the bursts of every tunnelled connection at
+/// once; the default (~200 KiB, ~90 full-size datagrams) overflows while
+/// the event loop is busy, and each drop costs a TCP retransmission.
+pub fn grow_buffers(sock: &impl AsRawFd, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int(sock, force, v).is_err() {
+            let _ = set_int(sock, plain, v);
+        }
+    }
+}

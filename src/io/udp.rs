@@ -15,10 +15,14 @@ use mio::{Interest, Registry, Token};
 /// the kernel chose for IPv4 is taken for IPv6.
 const EPHEMERAL_TRIES: usize = 16;
 
+/// Socket buffer each way asked for (see [`super::sockopt::grow_buffers`]).
+const SOCKET_BUFFER: usize = 1 << 20;
+
 /// Binds a non-blocking IPv4 UDP socket.
 pub fn bind_v4(addr: SocketAddrV4) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
+    super::sockopt::grow_buffers(&socket, SOCKET_BUFFER);
     Ok(UdpSocket::from_std(socket))
 }
 
@@ -71,6 +75,7 @@ pub fn bind_v6(addr: SocketAddrV6) -> io::Result<UdpSocket> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    super::sockopt::grow_buffers(&fd, SOCKET_BUFFER);
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(fd)))
 }
 

@@ -22,6 +22,9 @@ pub mod device;
 pub mod options;
 pub mod pipe;
 
+#[cfg(test)]
+mod load_test;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -269,6 +272,7 @@ pub struct Userspace {
     next_port: u16,
     next_sweep: Instant,
     scratch: Vec<u8>,
+    dropped_logged: (u64, u64),
     pub stats: Stats,
 }
 
@@ -283,12 +287,19 @@ fn smol_now(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
 }
 
-fn tcp_socket(size: usize) -> tcp::Socket<'static> {
+pub(crate) fn tcp_socket(size: usize) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0u8; size]),
         tcp::SocketBuffer::new(vec![0u8; size]),
     );
     s.set_nagle_enabled(false);
+    // Without congestion control (smoltcp's default when no controller is
+    // compiled in) every connection sends its whole window at once: N
+    // connections burst N x 64 KiB into the mesh, the receiving node's UDP
+    // socket buffer overflows, and smoltcp (1 s minimum RTO, doubling, no
+    // SACK recovery) retransmits the whole window again in step with every
+    // other connection -- lost again, so transfers stall for a minute.
+    s.set_congestion_control(tcp::CongestionControl::Reno);
     // smoltcp aborts a connection after `timeout` without a packet from the
     // remote end, even an idle established one; keep-alives well inside it
     // keep quiet connections open (their lifetime is --idle-timeout's call).
@@ -388,6 +399,7 @@ impl Userspace {
             next_port: 49152,
             next_sweep: epoch,
             scratch: vec![0u8; 65536],
+            dropped_logged: (0, 0),
             stats: Stats::default(),
             cfg,
         })
@@ -1079,6 +1091,14 @@ impl PacketIo for Userspace {
         let ts = smol_now(self.epoch, now);
         self.iface.poll(ts, &mut self.dev, &mut self.sockets);
         if now >= self.next_sweep {
+            let dropped = (self.dev.rx_dropped, self.dev.tx_dropped);
+            if dropped != self.dropped_logged {
+                debug!(
+                    "userspace stack: packets dropped at full queues: {} in, {} out",
+                    dropped.0, dropped.1
+                );
+                self.dropped_logged = dropped;
+            }
             self.sweep(now);
             self.next_sweep = now + Duration::from_secs(1);
         }
