@@ -138,6 +138,22 @@ impl Mesh {
         result
     }
 
+    /// Sends a packet the policy denies: the refusal comes straight back
+    /// into `from`'s own tunnel (fail fast locally) and nothing reaches
+    /// any other node. Returns the refusal.
+    fn refused_locally(&mut self, from: usize, packet: &[u8]) -> Vec<u8> {
+        for i in 0..self.nodes.len() {
+            self.take(i);
+        }
+        assert_eq!(self.send(from, packet), Ok(()));
+        for i in (0..self.nodes.len()).filter(|&i| i != from) {
+            assert!(self.take(i).is_empty(), "node {i} received something");
+        }
+        let mut back = self.take(from);
+        assert_eq!(back.len(), 1, "one refusal comes back: {back:?}");
+        back.remove(0)
+    }
+
     fn run(&mut self, mut wire: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
         for _ in 0..50 {
             for (i, node) in self.nodes.iter_mut().enumerate() {
@@ -204,8 +220,10 @@ fn allowed_flow_and_its_return_traffic_pass() {
     assert_eq!(m.take(API), vec![data]);
     // A new connection from api to web is refused at api before sending.
     let rogue = tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b"");
-    assert_eq!(m.send(API, &rogue), Err(DropReason::Denied));
-    assert!(m.take(WEB).is_empty());
+    let rst = m.refused_locally(API, &rogue);
+    assert_eq!(rst[9], 6, "a TCP segment");
+    assert_eq!(rst[20 + 13] & 0x04, 0x04, "with RST set");
+    assert_eq!(&rst[12..16], &rogue[16..20], "from the destination");
 }
 
 #[test]
@@ -218,7 +236,13 @@ fn udp_and_ping_follow_the_rules() {
     m.send(DB, &pong).unwrap();
     assert_eq!(m.take(API), vec![pong]);
     let dns = udp(tun(1), tun(2), (5000, 53), b"q");
-    assert_eq!(m.send(API, &dns), Err(DropReason::Denied));
+    let icmp = m.refused_locally(API, &dns);
+    assert_eq!(icmp[9], 1, "ICMP");
+    assert_eq!(
+        (icmp[20], icmp[21]),
+        (3, 13),
+        "destination unreachable, administratively prohibited"
+    );
 }
 
 #[test]
@@ -374,10 +398,11 @@ fn reload_cuts_flows_no_longer_allowed_and_keeps_others() {
     });
     assert!(applied.is_some_and(|c| c >= 1), "{applied:?}");
     let data = tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"more");
+    let rst = m.refused_locally(WEB, &data);
     assert_eq!(
-        m.send(WEB, &data),
-        Err(DropReason::Denied),
-        "the open connection is cut"
+        rst[20 + 13] & 0x04,
+        0x04,
+        "the open connection is cut: the local end gets a RST"
     );
     assert!(m.take(API).is_empty());
     // The unrelated api -> db flow still passes.
@@ -458,11 +483,7 @@ fn audit_rules_are_logged_not_enforced() {
         "service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n",
     ));
     let syn = tcp(tun(0), tun(1), (40000, 22), SYN, 1, 0, b"");
-    assert_eq!(
-        m.send(WEB, &syn),
-        Err(DropReason::Denied),
-        "audit does not allow"
-    );
+    m.refused_locally(WEB, &syn); // audit does not allow
     let audits: Vec<_> = m
         .events(WEB)
         .into_iter()
@@ -478,12 +499,12 @@ fn a_flood_of_refused_flows_is_counted_not_logged_one_by_one() {
     m.events(API);
     for port in 0..300u16 {
         let syn = tcp(tun(1), tun(0), (10_000 + port, 22), SYN, 1, 0, b"");
-        assert_eq!(m.send(API, &syn), Err(DropReason::Denied));
+        m.refused_locally(API, &syn);
     }
     let denied = m
         .events(API)
         .into_iter()
-        .filter(|e| matches!(e, Event::Denied { .. }))
+        .filter(|e| matches!(e, Event::RefusedLocally { .. }))
         .count();
     assert_eq!(denied, umbra::node::engine::FLOW_EVENTS_PER_SECOND as usize);
     let later = m.now + std::time::Duration::from_secs(1);

@@ -399,19 +399,30 @@ impl Engine {
                 };
                 self.note_audit(&verdict, node, &info, true);
                 if !verdict.allowed() {
-                    self.note_denied(&verdict, node, &info, true);
-                    if verdict.action == Action::Reject {
-                        let packet = buf
-                            .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
-                            .unwrap_or_default();
-                        if let Ok(Some(n)) =
-                            reject(packet, reject_with(&info), &mut self.scratch[..])
-                        {
-                            return Outbound::Local(self.scratch.get(..n).unwrap_or_default());
-                        }
+                    // Fail fast locally: the local application gets the
+                    // refusal at once (a `reject` rule's answer, else a TCP
+                    // RST or ICMP administratively prohibited) instead of
+                    // waiting out its timeouts. Only local packets come
+                    // through here; remote peers still get silence.
+                    let with = if verdict.action == Action::Reject {
+                        self.note_denied(&verdict, node, &info, true);
+                        reject_with(&info)
+                    } else {
+                        // Counted as denied like any drop (nothing left).
+                        self.drop_with(DropReason::Denied, ());
+                        self.note_refused_locally(&verdict, node, &info);
+                        refuse_locally_with(&info)
+                    };
+                    let packet = buf
+                        .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
+                        .unwrap_or_default();
+                    if let Ok(Some(n)) = reject(packet, with, &mut self.scratch[..]) {
+                        return Outbound::Local(self.scratch.get(..n).unwrap_or_default());
                     }
-                    return self
-                        .drop_with(DropReason::Denied, Outbound::Dropped(DropReason::Denied));
+                    if verdict.action == Action::Reject {
+                        self.drop_with(DropReason::Denied, ());
+                    }
+                    return Outbound::Dropped(DropReason::Denied);
                 }
                 // Untrackable protocols pass on the rule alone.
                 let _ = self.conntrack.admit(
@@ -613,6 +624,19 @@ impl Engine {
         });
     }
 
+    fn note_refused_locally(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo) {
+        if !self.flow_event_allowed() {
+            return;
+        }
+        let flow = self.flow(node, info, true);
+        let rule = verdict.rule.map(|r| self.rule_label(r));
+        self.events.push(Event::RefusedLocally {
+            rule,
+            policy: self.policy.id().to_string(),
+            flow,
+        });
+    }
+
     /// Writes the next datagram the tunnel wants sent (handshakes,
     /// keepalives, queued packets) into `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -699,6 +723,16 @@ fn echo_request_type(dst: IpAddr) -> u16 {
 fn reject_with(info: &PacketInfo) -> RejectWith {
     match info.protocol.0 {
         6 | 17 => RejectWith::Closed,
+        _ => RejectWith::AdminProhibited,
+    }
+}
+
+/// How a locally originated packet the policy denies is refused: a TCP
+/// RST for TCP (the application sees "connection refused"), ICMP
+/// administratively prohibited for everything else.
+fn refuse_locally_with(info: &PacketInfo) -> RejectWith {
+    match info.protocol.0 {
+        6 => RejectWith::Closed,
         _ => RejectWith::AdminProhibited,
     }
 }

@@ -61,6 +61,14 @@ pub enum Event {
         rejected: bool,
         flow: FlowDesc,
     },
+    /// A locally originated new flow the policy denies, refused back to the
+    /// local application at once (TCP RST / ICMP administratively
+    /// prohibited); nothing was sent to the peer.
+    RefusedLocally {
+        rule: Option<String>,
+        policy: String,
+        flow: FlowDesc,
+    },
     /// A peer's sessions were dropped because the policy removed or
     /// quarantined it.
     PeerRemoved {
@@ -126,6 +134,10 @@ impl fmt::Display for Event {
                     Some(r) => write!(f, "{how} by rule '{r}': {flow}"),
                     None => write!(f, "{how} (no rule allows it): {flow}"),
                 }
+            }
+            Event::RefusedLocally { rule, policy, flow } => {
+                let rule = rule.as_deref().unwrap_or("default-deny");
+                write!(f, "refused locally by rule '{rule}' of policy {policy}: {flow}")
             }
             Event::PeerRemoved { name } => {
                 write!(f, "peer {name} removed; its sessions were dropped")
