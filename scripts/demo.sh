@@ -92,10 +92,10 @@ say "rejected: web-1 -> db-1:5432/tcp (rule 'web-never-db' says reject: refused 
 "$UMBRA" policy explain "$policy" web-1 db-1:5432/tcp | sed -n 3p
 if on web-1 ncat -w 5 10.20.0.31 5432 </dev/null 2>&1; then echo "unexpected: connected"; else echo "  -> connection refused, as the policy says"; fi
 
-say "denied: api-1 -> web-1:22/tcp (no rule allows it: it simply vanishes)"
+say "denied: api-1 -> web-1:22/tcp (no rule allows it: api-1's own node refuses at once, web-1 never sees it)"
 "$UMBRA" policy explain "$policy" api-1 web-1:22/tcp | sed -n 3p
 start=$SECONDS
-if on api-1 ncat -w 3 10.20.0.11 22 </dev/null 2>&1; then echo "unexpected: connected"; else echo "  -> no answer at all after $((SECONDS - start)) s"; fi
+if on api-1 ncat -w 3 10.20.0.11 22 </dev/null 2>&1; then echo "unexpected: connected"; else echo "  -> refused locally after $((SECONDS - start)) s; nothing was sent to web-1"; fi
 
 say "time-boxed grant: ops-laptop -> db-1:22/tcp"
 on ops-laptop ncat --recv-only -w 5 10.20.0.31 22 </dev/null

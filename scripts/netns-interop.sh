@@ -117,6 +117,19 @@ timed_out() {
     [[ $out == *TIMEOUT* ]] || { echo "      not a timeout: $out"; return 1; }
 }
 
+# refused_at_once FROM DST PORT: a TCP connection attempt refused (RST) in
+# under a second -- what a node answers its own applications when its
+# policy (the receiver's view) denies the flow: fail fast locally.
+refused_at_once() {
+    local out start=$EPOCHREALTIME
+    if out=$(on "$1" ncat -w 3 "$2" "$3" </dev/null 2>&1); then
+        echo "      connected: $out"
+        return 1
+    fi
+    [[ $out == *"Connection refused"* ]] || { echo "      not refused: $out"; return 1; }
+    awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a < 1) }'
+}
+
 # quiet CMD...: runs CMD, shows its output only if it fails.
 quiet() {
     local out
@@ -162,7 +175,7 @@ peer_checks() {
 
     # Egress check: umbra does not even send what $name's policy would drop.
     cap_start umbra eth0 "egress-$name" udp
-    check "umbra -> $kind:5202/tcp (not in the policy) times out" timed_out umbra "$addr" 5202
+    check "umbra -> $kind:5202/tcp (not in the policy) is refused locally at once" refused_at_once umbra "$addr" 5202
     cap_stop
     check "capture on umbra's eth0: the denied probe was never sent" count_is 0 "egress-$name" "$(data_to "$under")"
 

@@ -157,7 +157,10 @@ check "api -> db refused while quarantined" fails on api ncat -w 2 10.20.0.3 543
 swap_policy "$(write_policy "$WEB_HTTP")"
 sleep 1.5
 check "after lifting the quarantine api -> db works again" bash -c "on api ncat --recv-only -w 5 10.20.0.3 5432 </dev/null | grep -q pg-hello"
-check "and web -> api is allowed again (symlink swap picked up)" bash -c "(echo again; sleep 1) | on web ncat -w 5 10.20.0.2 8080 | grep -q again"
+# Until web has applied the new policy its own connects are refused at once
+# (fail fast locally) rather than retried by SYN retransmission: retry.
+check "and web -> api is allowed again (symlink swap picked up)" \
+    wait_for 5 bash -c "(echo again; sleep 1) | on web ncat -w 5 10.20.0.2 8080 | grep -q again"
 
 echo "roaming: web's underlay address changes mid-stream"
 bg web "$D/roam.ping" ping -i 0.2 -c 40 -W 1 10.20.0.2
