@@ -173,7 +173,7 @@ impl Mesh {
                 self.arrived[j] += 1;
                 let mut reply = vec![0u8; BUF_LEN];
                 match self.nodes[j].inbound(self.now, src, &mut d, &mut reply) {
-                    Inbound::Deliver(p) => self.delivered[j].push(p.to_vec()),
+                    Inbound::Deliver(p, _) => self.delivered[j].push(p.to_vec()),
                     Inbound::Reply(r) => wire.push((dst, src, r.to_vec())),
                     Inbound::Send(t) => wire.push((dst, t.endpoint, reply[..t.len].to_vec())),
                     Inbound::Nothing | Inbound::Dropped(_) => {}

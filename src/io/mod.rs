@@ -15,6 +15,8 @@ pub mod udp;
 use std::io;
 use std::time::Instant;
 
+use crate::wire::classify::PacketInfo;
+
 /// Where decrypted packets leave the node and local packets enter it: the
 /// kernel TUN device, or a userspace TCP/IP stack. The event loop treats
 /// both alike.
@@ -23,8 +25,10 @@ pub trait PacketIo {
     fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()>;
     /// Reads one outgoing packet; `WouldBlock` when there is none.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Hands one decrypted packet to the local side.
-    fn send(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// Hands one decrypted packet to the local side at `now`. `info` is
+    /// the engine's classification of it, when it has one, so the
+    /// backend need not parse the packet again.
+    fn send(&mut self, now: Instant, packet: &[u8], info: Option<&PacketInfo>) -> io::Result<()>;
     /// Lets an in-process stack do its own work (timers, socket proxying);
     /// returns when it next needs to be polled. A kernel device needs none.
     fn poll(&mut self, _now: Instant) -> Option<Instant> {
@@ -32,7 +36,7 @@ pub trait PacketIo {
     }
     /// A readiness event for a token this backend registered itself
     /// (anything other than the one given to [`PacketIo::register`]).
-    fn ready(&mut self, _event: &mio::event::Event) {}
+    fn ready(&mut self, _now: Instant, _event: &mio::event::Event) {}
     /// A name for logs.
     fn label(&self) -> String;
 }
@@ -44,7 +48,7 @@ impl PacketIo for tun::Tun {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         tun::Tun::recv(self, buf)
     }
-    fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+    fn send(&mut self, _now: Instant, packet: &[u8], _: Option<&PacketInfo>) -> io::Result<()> {
         tun::Tun::send(self, packet).map(|_| ())
     }
     fn label(&self) -> String {

@@ -143,7 +143,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
             cfg.max_connections = m;
         }
         crate::netstack::describe(&cfg);
-        let mut stack = crate::netstack::Userspace::new(cfg)?;
+        let mut stack = crate::netstack::Userspace::new(cfg, Instant::now())?;
         stack.bind_forwards()?;
         info!(
             "umbra up: node {} ({}), userspace stack mtu {}, udp port {}, policy {} with {} peers",
@@ -280,7 +280,7 @@ fn event_loop<P: PacketIo>(
                         Err(e) => return Err(format!("reading signals failed: {e}")),
                     }
                 },
-                _ => lp.tun.ready(ev),
+                _ => lp.tun.ready(now, ev),
             }
         }
         stack_due = lp.run_stack(now);
@@ -390,7 +390,7 @@ impl<P: PacketIo> Loop<'_, P> {
                     t.endpoint,
                 ),
                 Outbound::Local(reply) => {
-                    let _ = self.tun.send(reply);
+                    let _ = self.tun.send(now, reply, None);
                 }
                 Outbound::Queued | Outbound::Dropped(_) => {}
             }
@@ -417,8 +417,8 @@ impl<P: PacketIo> Loop<'_, P> {
                 continue;
             };
             match self.engine.inbound(now, src, datagram, &mut self.reply) {
-                Inbound::Deliver(p) => {
-                    if let Err(e) = self.tun.send(p) {
+                Inbound::Deliver(p, info) => {
+                    if let Err(e) = self.tun.send(now, p, Some(&info)) {
                         crate::debug!("writing to {} failed: {e}", self.tun.label());
                     }
                 }

@@ -105,8 +105,9 @@ pub enum Outbound<'a> {
 /// Outcome of [`Engine::inbound`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound<'d, 'r> {
-    /// Write this packet to the local tunnel.
-    Deliver(&'d [u8]),
+    /// Write this packet to the local tunnel (with what the engine
+    /// learned of it).
+    Deliver(&'d [u8], PacketInfo),
     /// Send these bytes back to the datagram's source (handshake answers).
     Reply(&'r [u8]),
     /// Send `reply[..len]` to the transmit's endpoint (a policy `reject`).
@@ -514,7 +515,7 @@ impl Engine {
                         &info,
                         rule_id(&verdict),
                     );
-                    return Inbound::Deliver(packet);
+                    return Inbound::Deliver(packet, info);
                 }
                 self.note_denied(&verdict, node, &info, false);
                 if verdict.action == Action::Reject {
@@ -524,7 +525,7 @@ impl Engine {
                 }
                 self.drop_with(DropReason::Denied, Inbound::Dropped(DropReason::Denied))
             }
-            _ => Inbound::Deliver(packet),
+            _ => Inbound::Deliver(packet, info),
         }
     }
 
