@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use umbra::keys::PrivateKey;
-use umbra::netstack::options::Settings;
 use umbra::node::daemon::UserspaceConfig;
+use umbra::node::settings::Settings;
 use zeroize::Zeroizing;
 
 /// umbra: a zero-trust, micro-segmenting mesh VPN speaking the WireGuard protocol.
@@ -151,6 +151,7 @@ fn run_up(up: Up) -> Result<(), String> {
     };
     let env = Settings::from_env(|k| std::env::var(k).ok())?;
     let s = file.overlay(env).overlay(up.settings()?);
+    s.validate()?;
     umbra::log::set_level(umbra::log::parse_level(
         s.log_level.as_deref().unwrap_or("info"),
     )?);

@@ -36,6 +36,8 @@ mod stack;
 mod udp;
 
 #[cfg(test)]
+mod limits_test;
+#[cfg(test)]
 mod load_test;
 
 use std::net::IpAddr;
@@ -68,8 +70,14 @@ pub struct Config {
     pub tcp_idle: Duration,
     /// A UDP association with no traffic for this long is forgotten.
     pub udp_idle: Duration,
-    /// Concurrent proxied TCP connections (plus pending accepts).
+    /// Concurrent proxied TCP connections (plus pending accepts). One
+    /// remote address may hold at most half of them (inbound), so one
+    /// peer cannot take every slot.
     pub max_connections: usize,
+    /// Host UDP sockets for inbound UDP flows (one per remote endpoint):
+    /// in total, and per remote address.
+    pub udp_flows: usize,
+    pub udp_flows_per_peer: usize,
     /// Size of each smoltcp TCP socket buffer (one receive, one send).
     pub tcp_buffer: usize,
     /// Packets per device queue.
@@ -87,6 +95,8 @@ impl Config {
             tcp_idle: Duration::from_secs(600),
             udp_idle: Duration::from_secs(60),
             max_connections: 4096,
+            udp_flows: 1024,
+            udp_flows_per_peer: 256,
             tcp_buffer: 64 * 1024,
             queue: 1024,
         }
@@ -100,7 +110,10 @@ pub struct Stats {
     pub tcp_done: u64,
     pub tcp_reset: u64,
     pub tcp_idle: u64,
+    /// Inbound SYNs refused: at --max-connections, or the peer at its share.
     pub tcp_refused: u64,
+    /// Inbound UDP flows not opened: at the total or per-peer bound.
+    pub udp_refused: u64,
     pub udp_assocs: u64,
 }
 

@@ -5,7 +5,7 @@
 //! socket to it. Once a listening socket is established, the host side
 //! connects to the target and the pair becomes a proxied connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
 use super::conn::TcpConn;
 use super::ip_of;
@@ -43,6 +43,8 @@ pub(super) struct Accepts {
     /// SYNs that have a socket (retransmitted SYNs reuse it).
     syns: HashSet<Syn>,
     accepting: Vec<Accepting>,
+    /// Inbound connections (pending or proxied) per remote address.
+    per_peer: HashMap<IpAddress, usize>,
 }
 
 impl Accepts {
@@ -51,9 +53,27 @@ impl Accepts {
         self.accepting.len()
     }
 
-    /// Forgets a SYN whose connection ended.
+    fn remember_syn(&mut self, syn: Syn) {
+        if self.syns.insert(syn) {
+            *self.per_peer.entry(syn.0.addr).or_insert(0) += 1;
+        }
+    }
+
+    /// Forgets a SYN whose connection ended (or never got established).
     pub(super) fn forget_syn(&mut self, syn: &Syn) {
-        self.syns.remove(syn);
+        if self.syns.remove(syn) {
+            if let Some(n) = self.per_peer.get_mut(&syn.0.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(&syn.0.addr);
+                }
+            }
+        }
+    }
+
+    /// Inbound connections `addr` holds.
+    pub(super) fn of_peer(&self, addr: &IpAddress) -> usize {
+        self.per_peer.get(addr).copied().unwrap_or(0)
     }
 }
 
@@ -94,9 +114,14 @@ impl Userspace {
                 let Some(target) = self.inbound_target(info.dst, dst_port, Proto::Tcp) else {
                     return;
                 };
-                if self.connections() >= self.cfg.max_connections {
+                // At the cap, or this peer at its share: the stack answers
+                // RST (no socket listens).
+                let share = (self.cfg.max_connections / 2).max(1);
+                if self.connections() >= self.cfg.max_connections
+                    || self.accepts.of_peer(&remote.addr) >= share
+                {
                     self.stats.tcp_refused += 1;
-                    return; // the stack answers RST
+                    return;
                 }
                 let mut s = tcp_socket(self.cfg.tcp_buffer);
                 let ep = IpListenEndpoint {
@@ -107,7 +132,7 @@ impl Userspace {
                     return;
                 }
                 let handle = self.sockets.add(s);
-                self.accepts.syns.insert((remote, local));
+                self.accepts.remember_syn((remote, local));
                 self.accepts.accepting.push(Accepting {
                     handle,
                     target,
@@ -143,7 +168,7 @@ impl Userspace {
                 Listen | SynReceived | Closed | TimeWait => {
                     let a = self.accepts.accepting.swap_remove(i);
                     self.sockets.remove(a.handle);
-                    self.accepts.syns.remove(&a.syn);
+                    self.accepts.forget_syn(&a.syn);
                     continue;
                 }
                 _ => {}
@@ -169,7 +194,7 @@ impl Userspace {
                 Err(e) => {
                     debug!("cannot connect to {}: {e}", a.target);
                     self.sockets.get_mut::<tcp::Socket>(a.handle).abort();
-                    self.accepts.syns.remove(&a.syn);
+                    self.accepts.forget_syn(&a.syn);
                     // Let the RST go out before freeing the socket.
                     self.reap.push(a.handle);
                 }

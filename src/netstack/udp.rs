@@ -38,6 +38,8 @@ struct UdpFlow {
 pub(super) struct UdpInbound {
     binds: HashMap<BindKey, UdpBind>,
     flows: HashMap<Token, UdpFlow>,
+    /// Flows per remote address.
+    per_peer: HashMap<IpAddress, usize>,
 }
 
 impl UdpInbound {
@@ -101,6 +103,7 @@ impl Userspace {
     /// their flow's host socket (opened on a remote's first datagram).
     pub(super) fn pump_udp_inbound(&mut self, now: Instant) -> bool {
         let Userspace {
+            cfg,
             udp,
             sockets,
             alloc,
@@ -122,6 +125,15 @@ impl Userspace {
                     f.last_active = now;
                     continue;
                 }
+                // Bounded: each flow holds a host descriptor, and remotes
+                // choose their source ports freely.
+                let of_peer = udp.per_peer.get(&meta.endpoint.addr).copied();
+                if udp.flows.len() >= cfg.udp_flows
+                    || of_peer.unwrap_or(0) >= cfg.udp_flows_per_peer
+                {
+                    stats.udp_refused += 1;
+                    continue;
+                }
                 let Some(mut sock) = connected_to(b.target) else {
                     continue;
                 };
@@ -131,6 +143,7 @@ impl Userspace {
                 }
                 let _ = sock.send(data);
                 b.flows.insert(meta.endpoint, t);
+                *udp.per_peer.entry(meta.endpoint.addr).or_insert(0) += 1;
                 udp.flows.insert(
                     t,
                     UdpFlow {
@@ -183,6 +196,12 @@ impl Userspace {
             };
             if let Some(r) = &self.registry {
                 let _ = r.deregister(&mut f.sock);
+            }
+            if let Some(n) = self.udp.per_peer.get_mut(&f.remote.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    self.udp.per_peer.remove(&f.remote.addr);
+                }
             }
             if let Some(b) = self.udp.binds.get_mut(&f.bind) {
                 b.flows.remove(&f.remote);

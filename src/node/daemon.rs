@@ -129,6 +129,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     let mut udp = UdpPair::bind(port).map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
 
     if let Some(us) = &config.userspace {
+        check_forwards(&us.forward, &engine.routed_networks(), &config.policy)?;
         let mut cfg = crate::netstack::Config::new(
             me.addresses.clone(),
             me.serves.clone(),
@@ -205,6 +206,28 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         Some(kernel),
         &text,
     )
+}
+
+/// Refuses a `--forward` to an address that no other node of the policy
+/// has or serves: nothing could ever answer it.
+fn check_forwards(
+    forwards: &[crate::netstack::options::Forward],
+    mesh: &[IpNet],
+    policy: &Path,
+) -> Result<(), String> {
+    for f in forwards {
+        if !mesh.iter().any(|n| n.contains(f.target.ip())) {
+            return Err(format!(
+                "--forward {}={}/{}: no other node in {} has or serves {} (check the target against the policy's addresses and serves)",
+                f.listen,
+                f.target,
+                f.proto,
+                policy.display(),
+                f.target.ip()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The event loop over any packet backend.
@@ -492,5 +515,27 @@ impl<P: PacketIo> Loop<'_, P> {
             warn!("this node's served networks changed in the policy; restart umbra to apply them to the userspace stack");
         }
         self.log_events();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_to_an_address_no_node_has_or_serves_is_refused() {
+        let mesh: Vec<IpNet> = vec![
+            "10.30.0.1/32".parse().unwrap(),
+            "10.88.0.0/24".parse().unwrap(),
+        ];
+        let policy = Path::new("mesh.policy");
+        let fwd = |s: &str| vec![s.parse().unwrap()];
+        assert!(check_forwards(&fwd("1=10.30.0.1:80"), &mesh, policy).is_ok());
+        assert!(check_forwards(&fwd("1=10.88.0.7:80/udp"), &mesh, policy).is_ok());
+        let e = check_forwards(&fwd("1=10.30.0.9:80"), &mesh, policy).unwrap_err();
+        assert!(
+            e.contains("--forward 127.0.0.1:1=10.30.0.9:80/tcp: no other node in mesh.policy has or serves 10.30.0.9"),
+            "{e}"
+        );
     }
 }

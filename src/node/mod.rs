@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod routes;
+pub mod settings;
 
 pub use engine::{Engine, Inbound, Options, Outbound, PeerResolver, ReloadError};
 pub mod resolve;
