@@ -137,7 +137,10 @@ impl fmt::Display for Event {
             }
             Event::RefusedLocally { rule, policy, flow } => {
                 let rule = rule.as_deref().unwrap_or("default-deny");
-                write!(f, "refused locally by rule '{rule}' of policy {policy}: {flow}")
+                write!(
+                    f,
+                    "refused locally by rule '{rule}' of policy {policy}: {flow}"
+                )
             }
             Event::PeerRemoved { name } => {
                 write!(f, "peer {name} removed; its sessions were dropped")
