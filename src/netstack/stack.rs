@@ -27,6 +27,9 @@ use crate::wire::classify::{classify, PacketInfo};
 /// The longest the stack waits between two polls.
 const MAX_POLL_DELAY: Duration = Duration::from_secs(1);
 
+/// Interface poll and proxy rounds per `poll`, at most.
+const ROUNDS: usize = 4;
+
 /// A TCP socket as every proxied connection gets it.
 pub(crate) fn tcp_socket(size: usize) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
@@ -254,26 +257,24 @@ impl PacketIo for Userspace {
     }
 
     fn poll(&mut self, now: Instant) -> Option<Instant> {
-        self.poll_iface(now);
-        for h in self.reaping.drain(..) {
-            self.sockets.remove(h);
+        for _ in 0..ROUNDS {
+            self.poll_iface(now);
+            for h in self.reaping.drain(..) {
+                self.sockets.remove(h);
+            }
+            std::mem::swap(&mut self.reap, &mut self.reaping);
+            self.accept_forwards(now);
+            self.promote_accepted(now);
+            let tcp = self.pump_conns(now);
+            let udp = self.pump_udp_forwards(now) | self.pump_udp_inbound(now);
+            if !tcp && !udp {
+                break;
+            }
         }
-        std::mem::swap(&mut self.reap, &mut self.reaping);
-        self.accept_forwards(now);
-        self.promote_accepted(now);
-        let tcp = self.pump_conns(now);
-        let udp = self.pump_udp_forwards(now) | self.pump_udp_inbound(now);
-        // Send what the proxies queued.
         self.poll_iface(now);
         if now >= self.next_sweep {
             self.sweep(now);
             self.next_sweep = now + Duration::from_secs(1);
-        }
-        if tcp || udp {
-            // More may move at once; but first let the event loop read the
-            // network: a stack busy with many connections must not leave
-            // the node's UDP socket to overflow meanwhile.
-            return Some(now);
         }
         let delay = self
             .iface
