@@ -8,6 +8,11 @@
 #     (a -> b, then -R for b -> a)
 #   - memory per connection: RSS of the proxy process while N connections
 #     (each having echoed 16 KiB) are held open, minus RSS before, over N.
+#   - concurrent throughput at N = 1, 100, 1000 (CONCURRENCY): one way
+#     (each connection uploads SIZE bytes to a sink on b, which answers the
+#     sha256) and two-way (each sends SIZE bytes to a threaded echo server
+#     on b while reading the echo, sha256-checked); payload Mbit/s over the
+#     wall time of the whole batch. SIZE: 32 MiB at N=1, else 256 KiB.
 # Not part of the test suite; results go to BENCHMARKS.md ("Userspace data
 # plane"). Installs onetun into /tmp/onetun if it is not on PATH.
 #
@@ -38,13 +43,42 @@ cat >"$D/mesh.policy" <<P
 node a      key $A addr 10.40.0.2/24 endpoint 198.51.100.1:51820 roles client
 node onetun key $O addr 10.40.0.3/24 roles client
 node b      key $B addr 10.40.0.1/24 endpoint 198.51.100.2:51820 roles server
-service bench role:server tcp/5201,7777
+service bench role:server tcp/5201,7777,7778,7779
 allow role:client -> bench
 P
 umbra_up b
 bg b "$D/iperf3.log" iperf3 -s -p 5201
 bg b "$D/echo.log" python3 "$BULK" echo 10.40.0.1 7777
+bg b "$D/echo2.log" bash -c "ulimit -n 16384; exec python3 '$BULK' echo-threads 10.40.0.1 7778"
+bg b "$D/sink.log" python3 "$BULK" sink 10.40.0.1 7779
 wait_for 10 on b ncat -z 10.40.0.1 7777
+wait_for 10 on b ncat -z 10.40.0.1 7778
+wait_for 10 on b ncat -z 10.40.0.1 7779
+CONCURRENCY=${CONCURRENCY:-1 100 1000}
+
+# mbps BYTES OUTPUT: payload Mbit/s from a bulk.py "in X s" line, or the failure.
+mbps() {
+    local secs
+    secs=$(grep -o 'in [0-9.]* s' <<<"$2" | head -1 | cut -d' ' -f2)
+    if [[ -z $secs ]]; then
+        echo "failed ($(tail -1 <<<"$2"))"
+        return
+    fi
+    echo "$(echo "$1 * 8 / $secs / 1000000" | bc -l | xargs printf '%.0f') Mbit/s (${secs} s)"
+}
+
+# concurrent NAME: one-way and two-way batches at each N.
+concurrent() {
+    local name=$1 n size out
+    for n in $CONCURRENCY; do
+        size=262144
+        ((n == 1)) && size=33554432
+        out=$(on a bash -c "ulimit -n 16384; timeout 300 python3 '$BULK' upload 127.0.0.1 17779 $n $size 240" 2>&1)
+        printf '%-8s N=%-5s one-way  %s\n' "$name" "$n" "$(mbps $((n * size)) "$out")"
+        out=$(on a bash -c "ulimit -n 16384; timeout 300 python3 '$BULK' duplex 127.0.0.1 17778 $n $size 240" 2>&1)
+        printf '%-8s N=%-5s two-way  %s\n' "$name" "$n" "$(mbps $((2 * n * size)) "$out")"
+    done
+}
 
 # iperf3 -J on stdin -> Gbit/s received, or "failed".
 GBPS='import json,sys
@@ -84,10 +118,12 @@ measure() {
 PROXIES=${PROXIES:-umbra onetun}
 if [[ " $PROXIES " == *" umbra "* ]]; then
 bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \
-    --forward 15201=10.40.0.1:5201 --forward 17777=10.40.0.1:7777 --log-level warn"
+    --forward 15201=10.40.0.1:5201 --forward 17777=10.40.0.1:7777 \
+    --forward 17778=10.40.0.1:7778 --forward 17779=10.40.0.1:7779 --log-level warn"
 UPID=$LAST_PID
 sleep 1
 measure umbra "$UPID"
+concurrent umbra
 kill "$UPID"
 sleep 0.5
 fi
@@ -96,11 +132,13 @@ if [[ " $PROXIES " == *" onetun "* ]]; then
 # onetun: one process per forward (one port-forward argument each is
 # supported in one process too).
 bg a "$D/onetun.log" bash -c "ulimit -n 16384; exec '$ONETUN' 127.0.0.1:15201:10.40.0.1:5201:TCP 127.0.0.1:17777:10.40.0.1:7777:TCP \
+    127.0.0.1:17778:10.40.0.1:7778:TCP 127.0.0.1:17779:10.40.0.1:7779:TCP \
     --endpoint-addr 198.51.100.2:51820 --endpoint-public-key '$B' --private-key-file '$D/onetun.key' \
     --source-peer-ip 10.40.0.3 --keep-alive 10 --log warn"
 OPID=$LAST_PID
 sleep 1
 measure onetun "$OPID"
+concurrent onetun
 grep -c "Failed to read event bus" "$D/onetun.log" | sed 's/^/onetun "Failed to read event bus" errors: /'
 kill "$OPID"
 fi

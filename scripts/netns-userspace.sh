@@ -190,7 +190,7 @@ check "ugw runs with no TUN either" fails bash -c "on ugw ip -o link | grep -q u
 
 echo "load"
 check "1000 concurrent connections, 64 KiB each way, sha256-checked" \
-    bash -c "ulimit -n 8192; on us python3 '$BULK' client 127.0.0.1 18002 1000 65536 | tee '$D/bulk.out' | tail -1 | grep -q '^ok 1000'"
+    bash -c "ulimit -n 8192; on us timeout 300 python3 '$BULK' client 127.0.0.1 18002 1000 65536 | tee '$D/bulk.out' | tail -1 | grep -q '^ok 1000'"
 tail -3 "$D/bulk.out" | sed 's/^/      /'
 # Two-way at once (issue 10): each client sends 256 KiB while it reads the
 # echo of a thread-per-connection server on srv (a TUN node), then
@@ -198,10 +198,12 @@ tail -3 "$D/bulk.out" | sed 's/^/      /'
 # congestion control, N=50 already stalled for a minute: every connection
 # burst its whole window, the receiving node's UDP buffer overflowed, and
 # smoltcp's retransmission timer (1 s minimum, doubling) fired for all of
-# them together and lost again. N=200 takes ~4 s here (debug build); N=1000
-# takes 20-70 s on 2 shared cores: losses at the UDP buffers still cost
-# retransmission timeouts there (see BENCHMARKS.md for release figures).
-for spec in 200:60 1000:240; do
+# them together and lost again. N=200 takes 3-9 s here (debug build). N=1000
+# takes 20-80 s on 2 cores, sometimes much longer on a loaded machine: with
+# 1,000 flows each way the receiving nodes' UDP buffers still overflow in
+# bursts and the tail waits on TCP retransmission timers (see BENCHMARKS.md
+# and issue 10's note). The bound is generous for that reason.
+for spec in 200:60 1000:400; do
     n=${spec%%:*} limit=${spec#*:}
     check "$n concurrent two-way transfers, 256 KiB each way, sha256-checked, within $limit s" \
         bash -c "ulimit -n 8192; on us timeout $limit python3 '$BULK' duplex 127.0.0.1 18003 $n 262144 $limit | tee '$D/duplex$n.out' | tail -1 | grep -q '^ok $n'"

@@ -11,6 +11,10 @@
                                       N concurrent connections to an echo server,
                                       each sends SIZE bytes while reading the echo,
                                       half-closes, reads to EOF, checks sha256
+  bulk.py sink ADDR PORT              reads each connection to EOF, answers sha256
+  bulk.py upload ADDR PORT N SIZE [TIMEOUT]
+                                      N concurrent connections each send SIZE bytes
+                                      one way to a sink and check its sha256
   bulk.py hold ADDR PORT N SIZE SECS  N connections each echo SIZE bytes, then
                                       stay open SECS seconds (memory per conn)
 
@@ -188,6 +192,61 @@ async def duplex(addr, port, n, size, timeout):
     return 0
 
 
+async def sink(reader, writer):
+    h = hashlib.sha256()
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            h.update(chunk)
+        writer.write(h.digest())
+        await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def sink_server(addr, port):
+    srv = await asyncio.start_server(sink, addr, port, backlog=4096)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def upload_one(addr, port, i, size, timeout):
+    data = stream(b"upload-%d" % i, size)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
+    try:
+        view = memoryview(data)
+        for off in range(0, size, 65536):
+            writer.write(view[off:off + 65536])
+            await writer.drain()
+        writer.write_eof()
+        got = await asyncio.wait_for(reader.read(64), timeout)
+    except asyncio.TimeoutError:
+        return f"conn {i}: timed out"
+    finally:
+        writer.close()
+    return None if got == hashlib.sha256(data).digest() else f"conn {i}: sink saw other bytes"
+
+
+async def upload(addr, port, n, size, timeout):
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    res = await asyncio.gather(*(upload_one(addr, port, i, size, timeout) for i in range(n)),
+                               return_exceptions=True)
+    took = loop.time() - start
+    bad = [r for r in res if r is not None]
+    if bad:
+        for b in bad[:10]:
+            print("FAIL", b)
+        print(f"{len(bad)} of {n} connections failed after {took:.1f} s")
+        return 1
+    print(f"ok {n} conns, {n * size} bytes one way, in {took:.2f} s")
+    return 0
+
+
 async def hold_one(addr, port, size, ready, release):
     reader, writer = await asyncio.open_connection(addr, port)
     writer.write(b"x" * size)
@@ -232,6 +291,12 @@ def main():
         n, size = int(sys.argv[4]), int(sys.argv[5])
         timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60.0
         sys.exit(asyncio.run(duplex(sys.argv[2], int(sys.argv[3]), n, size, timeout)))
+    elif cmd == "sink":
+        asyncio.run(sink_server(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "upload":
+        n, size = int(sys.argv[4]), int(sys.argv[5])
+        timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60.0
+        sys.exit(asyncio.run(upload(sys.argv[2], int(sys.argv[3]), n, size, timeout)))
     elif cmd == "hold":
         asyncio.run(hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
                          int(sys.argv[5]), float(sys.argv[6])))
