@@ -146,3 +146,42 @@ fn the_cli_exits_non_zero_when_anything_observed_would_be_cut() {
         "{stdout}"
     );
 }
+
+/// Names and values in a flow log are attacker-influenced: whatever they
+/// hold, suggest's and replay's reports and the malformed-line messages
+/// print them escaped (no terminal escape sequences, no NUL), and the
+/// suggested text still appends to the policy.
+#[test]
+fn escape_sequences_in_a_flow_log_are_never_echoed_raw() {
+    let p = policy(OLD);
+    let mut log = Log::default();
+    log.flow("intruder", "api-1", TCP, 8080, "drop", "default-deny");
+    let hostile = "\\u001b[2J\\u001b]0;pwned\\u0007\\u0000x";
+    let mut text = log.text.replace("intruder", hostile);
+    text.push_str(&format!(
+        "{{\"umbra.schema\":1,\"event.action\":\"{hostile}\"}}\n"
+    ));
+    let mut o = umbra::policy::flowlog_agg::Observed::new();
+    o.read(text.as_bytes(), "hostile.log").unwrap();
+    assert_eq!(o.stats.malformed, 1, "{:?}", o.stats.errors);
+    let printable = |s: &str| !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t');
+    assert!(
+        o.stats.errors.iter().all(|e| printable(e)),
+        "{:?}",
+        o.stats.errors
+    );
+
+    let s = umbra::policy::suggest::suggest(&p, &o, false, now());
+    let out = umbra::policy::suggest_render::render(&p, &s, &o.stats);
+    assert!(
+        out.contains("\\u{1b}[2J"),
+        "the name is shown, escaped: {out}"
+    );
+    assert!(printable(&out), "{out:?}");
+    let combined = format!("{}{out}", policy_text(OLD));
+    assert!(umbra::policy::Policy::parse(&combined, "combined").is_ok());
+
+    let r = replay(&p, &o, now());
+    let out = umbra::policy::replay::render(&r, &o);
+    assert!(printable(&out), "{out:?}");
+}

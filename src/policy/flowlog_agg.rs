@@ -189,6 +189,9 @@ impl Observed {
             if let Err(e) = result {
                 self.stats.malformed += 1;
                 if self.stats.errors.len() < MAX_QUOTED_ERRORS {
+                    // The reason quotes values from the log (JSON escapes can
+                    // carry terminal escape sequences): print them escaped.
+                    let e = super::diag::sanitize(&e, 300);
                     self.stats.errors.push(format!("{file}:{n}: {e}"));
                 }
             }

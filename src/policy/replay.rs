@@ -70,7 +70,10 @@ pub fn replay(p: &Policy, o: &Observed, now: i64) -> Replay {
             }
             Err(name) => (
                 false,
-                format!("drop: `{name}` is not a node of this policy"),
+                format!(
+                    "drop: `{}` is not a node of this policy",
+                    super::diag::sanitize(name, 64)
+                ),
             ),
         };
         let was = k.outcome.allowed();

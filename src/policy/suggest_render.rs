@@ -326,7 +326,11 @@ fn misfits(out: &mut String, p: &Policy, s: &Suggestion) {
     }
     for (m, t) in &s.misfits {
         let why = match m {
-            Misfit::UnknownNode(name) => format!("`{name}` is not a node of this policy"),
+            Misfit::UnknownNode(name) => {
+                // From the flow log, not the policy: may hold anything.
+                let name = super::diag::sanitize(name, 64);
+                format!("`{name}` is not a node of this policy")
+            }
             Misfit::NotBehind { via, dst } => format!(
                 "{dst} is neither an address of {} nor in a network it serves",
                 node_name(p, *via)
