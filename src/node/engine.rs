@@ -135,6 +135,9 @@ pub struct Engine {
     routes: Routes,
     /// Policy node of each tunnel peer, indexed by `PeerId`.
     peer_node: Vec<Option<NodeId>>,
+    /// The inverse: each node's tunnel peer, by node index (O(1) per
+    /// outbound packet).
+    node_peer: Vec<Option<PeerId>>,
     conntrack: Conntrack,
     events: EventQueue,
     drops: DropCounters,
@@ -177,6 +180,7 @@ impl Engine {
             policy: policy.clone(),
             routes: Routes::default(),
             peer_node: Vec::new(),
+            node_peer: Vec::new(),
             conntrack: Conntrack::new(options.conntrack),
             events: EventQueue::default(),
             drops: DropCounters::new(),
@@ -308,6 +312,13 @@ impl Engine {
             }
         }
         self.routes = routes;
+        let mut node_peer = vec![None; policy.nodes().len()];
+        for (slot, node) in peer_node.iter().enumerate() {
+            if let Some(n) = node.and_then(|n| node_peer.get_mut(n.index())) {
+                *n = Some(PeerId(slot as u32));
+            }
+        }
+        self.node_peer = node_peer;
         self.peer_node = peer_node;
         self.table = table;
         self.me = me;
@@ -697,10 +708,7 @@ impl Engine {
 
     /// The tunnel peer that is `node`, if it is one.
     pub fn peer_of(&self, node: NodeId) -> Option<PeerId> {
-        self.peer_node
-            .iter()
-            .position(|n| *n == Some(node))
-            .map(|i| PeerId(i as u32))
+        self.node_peer.get(node.index()).copied().flatten()
     }
 }
 
