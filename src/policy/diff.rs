@@ -65,6 +65,11 @@ fn boundaries(m: &Model) -> HashMap<u8, Vec<u16>> {
 fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
     let mut out = BTreeMap::new();
     let bounds = boundaries(m);
+    // Every destination network at each node, gathered once.
+    let mut nets_at: HashMap<NodeId, Vec<IpNet>> = HashMap::new();
+    for d in m.services.iter().flat_map(|s| s.dests.iter()) {
+        nets_at.entry(d.node).or_default().push(d.net);
+    }
     for s in &m.services {
         for d in &s.dests {
             let Some(via) = m.nodes.get(d.node.index()) else {
@@ -74,9 +79,9 @@ fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
             // Probe the first address of every destination network nested in
             // this one, so a deny on part of a network shows as partial.
             let mut addrs: BTreeSet<std::net::IpAddr> = BTreeSet::from([d.net.network().addr()]);
-            for other in m.services.iter().flat_map(|o| o.dests_at(d.node)) {
-                if d.net.contains_net(&other.net) {
-                    addrs.insert(other.net.network().addr());
+            for other in nets_at.get(&d.node).map_or(&[][..], Vec::as_slice) {
+                if d.net.contains_net(other) {
+                    addrs.insert(other.network().addr());
                 }
             }
             let mut ranges: Vec<Option<PortRange>> =
@@ -310,6 +315,11 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         classes.entry(view).or_default().push(name);
     }
     let classes: Vec<(&Views, Vec<&str>)> = classes.into_iter().collect();
+    let class_of: HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, (_, members))| members.iter().map(move |m| (*m, ci)))
+        .collect();
     let (judge_old, judge_new) = (Judge::new(&old.model, now), Judge::new(&new.model, now));
     // (sign, service, ports, change, destination) -> (classes, a source
     // excluded from them: the destination node itself, for its own address)
@@ -319,9 +329,8 @@ pub fn diff(old: &Policy, new: &Policy, now: i64) -> String {
         let (co, cn) = (old_cells.get(*k), new_cells.get(*k));
         for (ci, ((vo, vn), members)) in classes.iter().enumerate() {
             // A node's traffic to its own address never enters the tunnel.
-            let excluded = (k.net.is_none())
-                .then(|| members.iter().find(|m| **m == k.via).copied())
-                .flatten();
+            let excluded = (k.net.is_none() && class_of.get(k.via.as_str()) == Some(&ci))
+                .then_some(k.via.as_str());
             if excluded.is_some() && members.len() == 1 {
                 continue;
             }

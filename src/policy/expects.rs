@@ -1,33 +1,70 @@
-//! Running `expect` lines fast: from compiled tables, not the reference
-//! evaluator, when an expectation fans out.
+//! Running `expect` lines fast, with the reference evaluator's semantics.
 //!
 //! An expectation names sources and targets; each (source, receiving node,
 //! address) pair must behave as wanted for its flow, or for every probe
-//! flow when it names none. The reference evaluator scans every rule for
-//! every probe of every pair, which grew to minutes for fan-out expects
-//! (issue 9: 80 nodes x 800 services took 75 s, and a heavy expect froze a
-//! node's event loop for 7 s on reload). Here the pairs are grouped by
-//! receiving node; a group with enough work compiles that node's table
-//! once ([`NodeTable`], the same table the data path uses, tested equal to
-//! the reference) and answers each pair with a lookup, and "every probe"
-//! questions are answered once per port table, not once per pair. Small
-//! groups still use the reference evaluator, where compiling would cost
-//! more. Only the first failure found (in the order the reference would
-//! report it) is then described with the reference evaluator.
+//! flow when it names none. Evaluating every rule for every probe of every
+//! pair grew to minutes for fan-out expects (issue 9: 80 nodes x 800
+//! services took 75 s, and a heavy expect froze a node's event loop for 7 s
+//! on reload). Here the work is shared: sources are interned into classes
+//! (the same quarantine and the same rules matching them as a source, as in
+//! `diff`), a (class, receiving node, address) triple is judged once, and
+//! it is judged against only the rules of the class whose services have a
+//! destination at that node containing that address — the rules
+//! `eval::evaluate` would find covering any flow there, in the same order,
+//! so verdicts are identical. Only the first failing pair (in the order the
+//! reference reports it) is then described with the reference evaluator.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::ast::Want;
+use super::ast::{RuleKind, Want};
 use super::eval::{self, Action, Verdict};
-use super::model::{Expect, NodeId};
+use super::model::{Expect, NodeId, Rule, RuleId};
 use super::ports::Flow;
 use super::Policy;
-use crate::time::system_time;
 
-/// Reference evaluations (pairs x flows) above which a receiving node's
-/// table is compiled instead.
-const COMPILE_ABOVE: usize = 20_000;
+/// Shared work across the expectations of one run.
+#[derive(Default)]
+pub(super) struct Tables {
+    /// (quarantine, matching rules) of each source at a time, interned.
+    views: HashMap<(Option<RuleId>, Vec<RuleId>), usize>,
+    by_class: Vec<(Option<RuleId>, Vec<RuleId>)>,
+    class_of: HashMap<(NodeId, i64), usize>,
+    summaries: HashMap<(usize, NodeId, IpAddr, Option<Flow>, i64), Summary>,
+}
+
+impl Tables {
+    fn class(&mut self, p: &Policy, src: NodeId, t: i64) -> Option<usize> {
+        if let Some(&c) = self.class_of.get(&(src, t)) {
+            return Some(c);
+        }
+        let node = p.model.nodes.get(src.index())?;
+        let view = (
+            eval::quarantine_of(&p.model, node, t),
+            p.model
+                .rules
+                .iter()
+                .filter(|r| r.kind != RuleKind::Quarantine && r.active(t) && r.matches_source(node))
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+        );
+        let c = match self.views.get(&view) {
+            Some(&c) => c,
+            None => {
+                let c = self.by_class.len();
+                self.by_class.push(view.clone());
+                self.views.insert(view, c);
+                c
+            }
+        };
+        self.class_of.insert((src, t), c);
+        Some(c)
+    }
+
+    fn view(&self, class: usize) -> Option<&(Option<RuleId>, Vec<RuleId>)> {
+        self.by_class.get(class)
+    }
+}
 
 /// What a scan found: how many pairs it checked, and the first pair (in
 /// source-major order) that failed.
@@ -37,7 +74,7 @@ pub(super) struct Scan {
 }
 
 /// Whether a verdict, or the verdicts over all probes, satisfy `want`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Summary {
     any_allow: bool,
     all_denied: bool,
@@ -72,67 +109,91 @@ impl Summary {
 }
 
 /// Checks every pair of `e` at time `t` against `probes`.
-pub(super) fn scan(p: &Policy, e: &Expect, t: i64, probes: &[Flow]) -> Scan {
+pub(super) fn scan(p: &Policy, e: &Expect, t: i64, probes: &[Flow], cache: &mut Tables) -> Scan {
     let flows: &[Flow] = match &e.flow {
         Some(f) => std::slice::from_ref(f),
         None => probes,
     };
-    // Paths by receiving node, keeping each path's index for the order.
-    let mut by_via: BTreeMap<NodeId, Vec<(usize, IpAddr)>> = BTreeMap::new();
-    for (pi, &(via, ip)) in e.paths.iter().enumerate() {
-        by_via.entry(via).or_default().push((pi, ip));
-    }
     let mut checked = 0usize;
-    // (source index, path index) of the first failure in source-major order.
-    let mut first: Option<(usize, usize)> = None;
-    for (via, paths) in by_via {
-        let work = e
-            .sources
-            .len()
-            .saturating_mul(paths.len())
-            .saturating_mul(flows.len());
-        let table = (work > COMPILE_ABOVE).then(|| p.compile_for(via, system_time(t)));
-        let mut summaries: HashMap<Option<u32>, Summary> = HashMap::new();
-        for &(pi, ip) in &paths {
-            for (si, &src) in e.sources.iter().enumerate() {
-                // A node's traffic to its own address never enters the tunnel.
-                if src == via && p.node(src).is_some_and(|n| n.owns(ip)) {
-                    continue;
-                }
-                checked += 1;
-                if first.is_some_and(|f| f <= (si, pi)) {
-                    continue;
-                }
-                let summary = match &table {
-                    Some(tb) => {
-                        let cell = tb.ingress_cell(src, ip);
-                        *summaries.entry(cell).or_insert_with(|| {
-                            flows.iter().fold(Summary::EMPTY, |s, f| {
-                                s.add(&match cell {
-                                    Some(c) => tb.port_lookup(c, f.proto, f.port),
-                                    None => Verdict::DEFAULT_DENY,
-                                })
-                            })
-                        })
-                    }
-                    None => flows.iter().fold(Summary::EMPTY, |s, f| {
-                        s.add(&eval::evaluate(&p.model, src, via, ip, *f, t))
-                    }),
+    for &src in &e.sources {
+        for &(via, ip) in &e.paths {
+            // A node's traffic to its own address never enters the tunnel.
+            if src == via && p.node(src).is_some_and(|n| n.owns(ip)) {
+                continue;
+            }
+            checked += 1;
+            let summary = judge(p, cache, src, via, ip, e.flow, flows, t);
+            if !summary.holds(e.want) {
+                return Scan {
+                    checked,
+                    first_failure: Some((src, via, ip)),
                 };
-                if !summary.holds(e.want) {
-                    first = Some((si, pi));
-                }
             }
         }
     }
     Scan {
         checked,
-        first_failure: first.and_then(|(si, pi)| {
-            let src = *e.sources.get(si)?;
-            let &(via, ip) = e.paths.get(pi)?;
-            Some((src, via, ip))
-        }),
+        first_failure: None,
     }
+}
+
+/// The summary of the verdicts for `src` -> `ip` via `via` over `flows`,
+/// shared by every source of the same class.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    p: &Policy,
+    cache: &mut Tables,
+    src: NodeId,
+    via: NodeId,
+    ip: IpAddr,
+    flow: Option<Flow>,
+    flows: &[Flow],
+    t: i64,
+) -> Summary {
+    let Some(class) = cache.class(p, src, t) else {
+        return Summary::EMPTY.add(&Verdict::DEFAULT_DENY);
+    };
+    let key = (class, via, ip, flow, t);
+    if let Some(s) = cache.summaries.get(&key) {
+        return *s;
+    }
+    let m = &p.model;
+    let summary = match (m.nodes.get(via.index()), cache.view(class)) {
+        (Some(v), Some((src_q, rules))) if v.accepts(ip) => {
+            match src_q.or_else(|| eval::quarantine_of(m, v, t)) {
+                Some(q) => Summary::EMPTY.add(&Verdict {
+                    action: Action::Drop,
+                    rule: Some(q),
+                    audit: None,
+                }),
+                None => {
+                    // The class's rules with a destination here, in order.
+                    let here: Vec<&Rule> = rules
+                        .iter()
+                        .filter_map(|r| m.rules.get(r.0 as usize))
+                        .filter(|r| {
+                            r.services
+                                .iter()
+                                .filter_map(|s| eval::service(m, *s))
+                                .any(|s| s.dests_at(via).iter().any(|d| d.net.contains(ip)))
+                        })
+                        .collect();
+                    flows.iter().fold(Summary::EMPTY, |s, f| {
+                        s.add(&eval::decide(
+                            here.iter()
+                                .copied()
+                                .filter(|r| eval::rule_covers(m, r, via, ip, *f)),
+                        ))
+                    })
+                }
+            }
+        }
+        _ => flows
+            .iter()
+            .fold(Summary::EMPTY, |s, _| s.add(&Verdict::DEFAULT_DENY)),
+    };
+    cache.summaries.insert(key, summary);
+    summary
 }
 
 #[cfg(test)]

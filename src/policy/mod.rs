@@ -310,14 +310,21 @@ impl Policy {
     pub fn run_expects(&self, now: SystemTime) -> Vec<ExpectOutcome> {
         let now = time::unix_secs(now);
         let probes = eval::probe_flows(&self.model);
+        let mut tables = expects::Tables::default();
         self.model
             .expects
             .iter()
-            .map(|e| self.run_expect(e, now, &probes))
+            .map(|e| self.run_expect(e, now, &probes, &mut tables))
             .collect()
     }
 
-    fn run_expect(&self, e: &model::Expect, now: i64, probes: &[Flow]) -> ExpectOutcome {
+    fn run_expect(
+        &self,
+        e: &model::Expect,
+        now: i64,
+        probes: &[Flow],
+        tables: &mut expects::Tables,
+    ) -> ExpectOutcome {
         let t = e.at.unwrap_or(now);
         let mut outcome = ExpectOutcome {
             line: e.line,
@@ -327,7 +334,7 @@ impl Policy {
             span: e.span,
         };
         // Which pair fails, found fast; then described by the reference.
-        let scan = expects::scan(self, e, t, probes);
+        let scan = expects::scan(self, e, t, probes, tables);
         if let Some((src, via, ip)) = scan.first_failure {
             let flows: Vec<Flow> = e.flow.map_or_else(|| probes.to_vec(), |f| vec![f]);
             let verdicts: Vec<(Flow, Verdict)> = flows

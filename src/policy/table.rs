@@ -115,23 +115,6 @@ impl NodeTable {
         }
     }
 
-    /// The port table `ingress` would consult for `src` and `dst`, or
-    /// `None` where every flow gets the default deny. With
-    /// [`Self::port_lookup`] this splits `ingress` in two, so a caller asking
-    /// about many flows of one pair does the address part once.
-    pub(super) fn ingress_cell(&self, src: NodeId, dst: IpAddr) -> Option<u32> {
-        let &class = self.src_class.get(src.index())?;
-        let (v6, bits) = family_split(dst);
-        let seg = if v6 {
-            find_seg(&self.seg_v6, bits).map(|i| i + self.seg_v4.len())
-        } else {
-            find_seg(&self.seg_v4, bits)
-        };
-        let nseg = self.seg_v4.len() + self.seg_v6.len();
-        seg.and_then(|s| self.matrix.get(class as usize * nseg + s))
-            .copied()
-    }
-
     /// Verdict the receiving peer `via` would give a packet this node sends
     /// to `dst` (an address of `via` or in a network `via` serves), so the
     /// sender can skip what would be dropped anyway.
@@ -156,7 +139,7 @@ impl NodeTable {
         }
     }
 
-    pub(super) fn port_lookup(&self, table: u32, proto: u8, port: u16) -> Verdict {
+    fn port_lookup(&self, table: u32, proto: u8, port: u16) -> Verdict {
         let Some(t) = self.tables.get(table as usize) else {
             return Verdict::DEFAULT_DENY;
         };
