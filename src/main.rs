@@ -81,6 +81,14 @@ struct Up {
     /// userspace: most concurrent proxied TCP connections (default: 4096)
     #[argh(option)]
     max_connections: Option<usize>,
+    /// after setup, become this user (name or UID:GID; default: stay, or
+    /// $UMBRA_USER), keeping only CAP_NET_ADMIN (TUN mode) or nothing
+    #[argh(option)]
+    user: Option<String>,
+    /// do not confine the running node (no capability drop, no-new-privs,
+    /// Landlock or seccomp); for debugging only
+    #[argh(switch)]
+    no_confine: bool,
 }
 
 impl Up {
@@ -165,7 +173,10 @@ fn run_up(up: Up) -> Result<(), String> {
     if !userspace && (!s.forward.is_empty() || !s.expose.is_empty()) {
         return Err("--forward and --expose need --userspace".into());
     }
+    let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
     umbra::node::daemon::run(umbra::node::daemon::UpConfig {
+        confine: !up.no_confine,
+        user,
         policy: PathBuf::from(policy),
         key: PathBuf::from(key),
         interface: s.interface.unwrap_or_else(|| "umbra0".into()),

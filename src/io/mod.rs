@@ -5,8 +5,11 @@
 //! The protocol and policy cores never import this module; the node daemon
 //! wires them to these devices through its mio event loop.
 
+pub mod confine;
 pub mod files;
+pub mod landlock;
 pub mod netlink;
+pub mod seccomp;
 pub mod signals;
 pub mod sockopt;
 pub mod tun;

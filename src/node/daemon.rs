@@ -54,6 +54,11 @@ pub struct UpConfig {
     pub hosts_file: PathBuf,
     /// `--userspace`: run a userspace TCP/IP stack instead of a TUN device.
     pub userspace: Option<UserspaceConfig>,
+    /// After setup, confine the process (capabilities, no-new-privs,
+    /// Landlock, seccomp); `--no-confine` turns it off.
+    pub confine: bool,
+    /// `--user`: the user to become after setup.
+    pub user: Option<String>,
 }
 
 /// What `umbra up --userspace` serves.
@@ -146,6 +151,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         crate::netstack::describe(&cfg);
         let mut stack = crate::netstack::Userspace::new(cfg, Instant::now())?;
         stack.bind_forwards()?;
+        confine(&config, false, engine.policy())?;
         info!(
             "umbra up: node {} ({}), userspace stack mtu {}, udp port {}, policy {} with {} peers",
             me.name,
@@ -196,6 +202,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         engine.policy().id(),
         engine.device().peer_ids().count()
     );
+    confine(&config, true, engine.policy())?;
     let kernel = Kernel { net, index, routes };
     event_loop(
         &config,
@@ -227,6 +234,39 @@ fn check_forwards(
             ));
         }
     }
+    Ok(())
+}
+
+/// Gives up what the running node does not need (see `io::confine`): in
+/// TUN mode it keeps only CAP_NET_ADMIN, for route changes on reload.
+fn confine(config: &UpConfig, tun: bool, policy: &Policy) -> Result<(), String> {
+    if !config.confine {
+        warn!("--no-confine: running with every privilege umbra up started with");
+        return Ok(());
+    }
+    // What a reload reads: the policy, the hosts file, preshared keys
+    // (relative paths are beside the policy).
+    let base = config.policy.parent().unwrap_or(Path::new("."));
+    let mut reads = vec![config.policy.clone(), config.hosts_file.clone()];
+    reads.extend(
+        policy
+            .nodes()
+            .iter()
+            .filter_map(|n| n.psk_file.as_ref())
+            .map(|p| base.join(p)),
+    );
+    let c = crate::io::confine::Confinement {
+        user: config.user.clone(),
+        keep_net_admin: tun,
+        reads,
+        writes: Vec::new(),
+    };
+    let a = crate::io::confine::apply(&c)
+        .map_err(|e| format!("cannot confine umbra: {e} (--no-confine runs without)"))?;
+    info!(
+        "confined: uid {} gid {}, capabilities: {}, no-new-privs, {}, seccomp {}",
+        a.uid, a.gid, a.capabilities, a.landlock, a.seccomp
+    );
     Ok(())
 }
 
