@@ -13,8 +13,12 @@
 # long b takes to handshake again when it restarts during the flood (must be
 # well under stock WireGuard's 5 s REKEY_TIMEOUT wait after a cookie reply).
 # Prints a "flood:" summary line for BENCHMARKS.md. FLOOD_SECS (default 6)
-# sets the flood length, FLOOD_RATE (default 75000, as in the issue; 0: as
-# fast as python can) its rate. UMBRA=path overrides the binary. Needs root.
+# sets the flood length, FLOOD_RATE its rate (default 20000: far above the
+# 1,000/s load threshold, yet what a debug build on a busy CI machine
+# receives without its socket buffer overflowing — an overflow drops the
+# restarting peer's packets too, which is not what is tested; BENCHMARKS.md
+# used FLOOD_RATE=75000, the issue's rate; 0: as fast as python can).
+# UMBRA=path overrides the binary. Needs root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z ${UMBRA:-} ]]; then
@@ -22,7 +26,7 @@ if [[ -z ${UMBRA:-} ]]; then
     UMBRA=$PWD/target/debug/umbra
 fi
 FLOOD_SECS=${FLOOD_SECS:-6}
-FLOOD_RATE=${FLOOD_RATE:-75000}
+FLOOD_RATE=${FLOOD_RATE:-20000}
 source scripts/lib/netns.sh
 netns_init
 D=$NETNS_DIR
