@@ -27,4 +27,4 @@ done
 gw_ip=$(ip -4 -o addr show dev "$lan" | awk '{print $4}' | cut -d/ -f1 | head -1)
 echo "forwarding enabled on this gateway."
 echo "on the served network, route the mesh back through this host:"
-echo "  ip route add $tunnel via ${gw_ip:-<this host's LAN address>}"
+echo "  ip route add $tunnel via ${gw_ip:-<the LAN address of this host>}"
