@@ -210,8 +210,13 @@ fn check_private_file(path: &Path) -> Result<(), KeyError> {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 fn encode_key(key: &[u8; KEY_LEN]) -> String {
-    let mut out = String::with_capacity(44);
-    for chunk in key.chunks(3) {
+    base64_encode(key)
+}
+
+/// Standard base64 with padding (RFC 4648), for keys and digests.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
         let b = [
             chunk[0],
             *chunk.get(1).unwrap_or(&0),

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod log;
 pub mod netstack;
 pub mod node;
+pub mod observe;
 pub mod policy;
 pub mod time;
 pub mod tunnel;

@@ -23,7 +23,9 @@ enum Command {
     GenKey(GenKey),
     PubKey(PubKey),
     Policy(umbra::policy::cli::PolicyCmd),
-    Up(Up),
+    Up(Box<Up>),
+    Status(Status),
+    Flows(Flows),
 }
 
 /// Run this node of the mesh: find it in the policy by its key, bring up the
@@ -81,6 +83,21 @@ struct Up {
     /// userspace: most concurrent proxied TCP connections (default: 4096)
     #[argh(option)]
     max_connections: Option<usize>,
+    /// control socket for `umbra status`/`flows`, or `none` (default:
+    /// /run/umbra/INTERFACE.sock as root, else under $XDG_RUNTIME_DIR/umbra/)
+    #[argh(option)]
+    control: Option<String>,
+    /// write a JSON-lines flow log to PATH (`-`: standard output);
+    /// SIGUSR1 reopens it
+    #[argh(option)]
+    flow_log: Option<String>,
+    /// serve Prometheus /metrics and /healthz on ADDR:PORT (default: off)
+    #[argh(option)]
+    metrics: Option<String>,
+    /// TUN mode: WireGuard UAPI socket for `wg show`, or `none` (default:
+    /// /var/run/wireguard/INTERFACE.sock)
+    #[argh(option)]
+    uapi: Option<String>,
     /// after setup, become this user (name or UID:GID; default: stay, or
     /// $UMBRA_USER), keeping only CAP_NET_ADMIN (TUN mode) or nothing
     #[argh(option)]
@@ -89,6 +106,45 @@ struct Up {
     /// Landlock or seccomp); for debugging only
     #[argh(switch)]
     no_confine: bool,
+}
+
+/// Show a running node: its key, data plane, policy, peers (handshakes,
+/// traffic), tracked flows and drop counters.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct Status {
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+    /// print nothing; exit 0 only if the node answers with its policy
+    /// loaded and its data plane up (a liveness/readiness probe)
+    #[argh(switch)]
+    check: bool,
+    /// the node's control socket (default: found from --interface)
+    #[argh(option)]
+    control: Option<PathBuf>,
+    /// the node's interface name (default: umbra0)
+    #[argh(option, default = "String::from(\"umbra0\")")]
+    interface: String,
+}
+
+/// List a running node's tracked connections: 5-tuple, peer, direction,
+/// admitting rule, age, bytes and packets each way.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "flows")]
+struct Flows {
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+    /// only the flows of this peer
+    #[argh(option)]
+    peer: Option<String>,
+    /// the node's control socket (default: found from --interface)
+    #[argh(option)]
+    control: Option<PathBuf>,
+    /// the node's interface name (default: umbra0)
+    #[argh(option, default = "String::from(\"umbra0\")")]
+    interface: String,
 }
 
 impl Up {
@@ -133,7 +189,9 @@ fn main() -> ExitCode {
         Command::GenKey(_) => genkey(),
         Command::PubKey(_) => pubkey(),
         Command::Policy(cmd) => return umbra::policy::cli::run(cmd),
-        Command::Up(up) => run_up(up),
+        Command::Up(up) => run_up(*up),
+        Command::Status(s) => return status(s),
+        Command::Flows(f) => flows(f),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,13 +231,15 @@ fn run_up(up: Up) -> Result<(), String> {
     if !userspace && (!s.forward.is_empty() || !s.expose.is_empty()) {
         return Err("--forward and --expose need --userspace".into());
     }
+    let interface = s.interface.unwrap_or_else(|| "umbra0".into());
+    let observe = observe_config(&up, &interface, userspace)?;
     let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
     umbra::node::daemon::run(umbra::node::daemon::UpConfig {
         confine: !up.no_confine,
         user,
         policy: PathBuf::from(policy),
         key: PathBuf::from(key),
-        interface: s.interface.unwrap_or_else(|| "umbra0".into()),
+        interface,
         listen_port: s.listen_port,
         mtu: s.mtu.unwrap_or(1420),
         hosts_file: PathBuf::from(s.hosts_file.unwrap_or_else(|| "/etc/hosts".into())),
@@ -189,7 +249,115 @@ fn run_up(up: Up) -> Result<(), String> {
             idle_timeout: s.idle_timeout,
             max_connections: s.max_connections,
         }),
+        observe,
     })
+}
+
+fn observe_config(
+    up: &Up,
+    interface: &str,
+    userspace: bool,
+) -> Result<umbra::observe::server::ObserveConfig, String> {
+    use umbra::observe::client::default_path;
+    let off = |v: &Option<String>| v.as_deref() == Some("none");
+    let root = umbra::io::euid() == 0;
+    let control = match &up.control {
+        _ if off(&up.control) => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(default_path(interface, root && !userspace)),
+    };
+    let uapi = match &up.uapi {
+        _ if off(&up.uapi) => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None if userspace => None,
+        None => Some(PathBuf::from(format!(
+            "/var/run/wireguard/{interface}.sock"
+        ))),
+    };
+    let metrics = match &up.metrics {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| format!("--metrics {a}: give ADDR:PORT, e.g. 127.0.0.1:9586"))?,
+        ),
+    };
+    Ok(umbra::observe::server::ObserveConfig {
+        control,
+        flow_log: up.flow_log.clone(),
+        metrics,
+        uapi,
+        control_is_default: up.control.is_none(),
+        uapi_is_default: up.uapi.is_none(),
+    })
+}
+
+/// Prints to standard output; a closed pipe (`| head`) is not an error.
+fn emit(out: &str) {
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+fn control_path(control: &Option<PathBuf>, interface: &str) -> PathBuf {
+    control
+        .clone()
+        .unwrap_or_else(|| umbra::observe::client::find_socket(interface))
+}
+
+fn status(s: Status) -> ExitCode {
+    use umbra::observe::proto::{Request, Response};
+    let path = control_path(&s.control, &s.interface);
+    let answer = umbra::observe::client::ask(&path, &Request::Status);
+    let st = match answer {
+        Ok(Response::Status(st)) => st,
+        Ok(Response::Error(e)) => {
+            eprintln!("umbra status: the node says: {e}");
+            return ExitCode::FAILURE;
+        }
+        Ok(_) => {
+            eprintln!("umbra status: unexpected answer from {}", path.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            if !s.check {
+                eprintln!("umbra status: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if s.check {
+        return if st.data_plane_up && !st.policy_id.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let out = if s.json {
+        serde_json::to_string_pretty(&st).unwrap_or_default() + "\n"
+    } else {
+        umbra::observe::client::status_text(&st)
+    };
+    emit(&out);
+    ExitCode::SUCCESS
+}
+
+fn flows(f: Flows) -> Result<(), String> {
+    use umbra::observe::proto::{Request, Response};
+    let path = control_path(&f.control, &f.interface);
+    let req = Request::Flows {
+        peer: f.peer.clone(),
+    };
+    match umbra::observe::client::ask(&path, &req)? {
+        Response::Flows(list) => {
+            let out = if f.json {
+                serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
+            } else {
+                umbra::observe::client::flows_text(&list)
+            };
+            emit(&out);
+            Ok(())
+        }
+        Response::Error(e) => Err(format!("flows: the node says: {e}")),
+        _ => Err(format!("flows: unexpected answer from {}", path.display())),
+    }
 }
 
 fn genkey() -> Result<(), String> {

@@ -86,6 +86,10 @@ struct Mesh {
 
 impl Mesh {
     fn new(text: &str) -> Mesh {
+        Mesh::with_options(text, Options::default())
+    }
+
+    fn with_options(text: &str, options: Options) -> Mesh {
         let policy = load(text);
         let now = Instant::now();
         let nodes: Vec<Engine> = (0..NAMES.len() as u8)
@@ -93,7 +97,7 @@ impl Mesh {
                 Engine::new(
                     policy.clone(),
                     key(i),
-                    Options::default(),
+                    options.clone(),
                     Box::new(SeededEntropy::new(u64::from(i))),
                     &mut Resolver,
                     now,
@@ -514,5 +518,231 @@ fn a_flood_of_refused_flows_is_counted_not_logged_one_by_one() {
         m.nodes[API].drops().get(&DropReason::Denied),
         Some(&300),
         "every drop is still counted"
+    );
+}
+
+// ---- flow records (the flow log's source) ----
+
+use umbra::node::flows::FlowItem;
+use umbra::observe::flowlog::render;
+
+fn logging_mesh(extra: &str) -> Mesh {
+    let options = Options {
+        flow_records: true,
+        ..Options::default()
+    };
+    Mesh::with_options(&policy_text(extra), options)
+}
+
+/// Every record node `i` queued, rendered and parsed back as JSON.
+fn records(m: &mut Mesh, i: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    while let Some(item) = m.nodes[i].poll_flow() {
+        let mut line = String::new();
+        render(&mut line, &item, SystemTime::now(), NAMES[i]);
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if let FlowItem::Record(_) = item {
+            // The schema's keys, in its order, always present.
+            let want = [
+                "@timestamp",
+                "umbra.schema",
+                "event.action",
+                "observer.name",
+                "umbra.policy_id",
+                "umbra.peer.name",
+                "umbra.peer.key",
+                "umbra.peer.roles",
+                "network.direction",
+                "network.transport",
+                "network.iana_number",
+                "network.community_id",
+                "source.ip",
+                "source.port",
+                "destination.ip",
+                "destination.port",
+            ];
+            let at: Vec<usize> = want
+                .iter()
+                .map(|k| {
+                    line.find(&format!("\"{k}\":"))
+                        .unwrap_or_else(|| panic!("{k} missing: {line}"))
+                })
+                .collect();
+            assert!(
+                at.windows(2).all(|w| w[0] < w[1]),
+                "keys out of order: {line}"
+            );
+        }
+        out.push(v);
+    }
+    out
+}
+
+fn with_action<'a>(v: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
+    v.iter().filter(|r| r["event.action"] == action).collect()
+}
+
+/// An audit rule, and a second web -> api service so web and api stay
+/// peers when `web-api` goes.
+const EXTRA: &str = "service ssh role:api tcp/22\naudit allow role:web -> ssh as ssh-dryrun\n\
+    service other role:api tcp/9090\nallow role:web -> other as web-other\n";
+
+#[test]
+fn flow_records_for_admitted_refused_audited_and_cut_flows() {
+    let mut m = logging_mesh(EXTRA);
+    let id1 = m.nodes[WEB].policy().id().to_string();
+    // Allowed: both ends write a start record with the rule, same Community ID.
+    m.send(WEB, &tcp(tun(0), tun(1), (40000, 8080), SYN, 1, 0, b""))
+        .unwrap();
+    m.send(API, &tcp(tun(1), tun(0), (8080, 40000), SYNACK, 7, 2, b""))
+        .unwrap();
+    let web = records(&mut m, WEB);
+    let api = records(&mut m, API);
+    let (ws, as_) = (
+        with_action(&web, "flow-start"),
+        with_action(&api, "flow-start"),
+    );
+    assert_eq!((ws.len(), as_.len()), (1, 1), "{web:?} {api:?}");
+    let (ws, as_) = (ws[0], as_[0]);
+    assert_eq!(ws["rule.name"], "web-api");
+    assert_eq!(as_["rule.name"], "web-api");
+    assert_eq!(ws["network.direction"], "egress");
+    assert_eq!(as_["network.direction"], "ingress");
+    assert_eq!(ws["umbra.peer.name"], "api");
+    assert_eq!(as_["umbra.peer.name"], "web");
+    assert_eq!(as_["umbra.peer.roles"], serde_json::json!(["web"]));
+    assert_eq!(as_["umbra.peer.key"], key(0).public_key().to_string());
+    assert_eq!(ws["umbra.verdict"], "allow");
+    assert_eq!(ws["umbra.policy_id"], id1.as_str());
+    assert_eq!(ws["source.port"], 40000);
+    assert_eq!(ws["destination.port"], 8080);
+    assert_eq!(ws["network.transport"], "tcp");
+    let cid = ws["network.community_id"].as_str().unwrap();
+    assert!(cid.starts_with("1:") && cid.len() == 30, "{cid}");
+    assert_eq!(as_["network.community_id"], cid);
+
+    // Refused by no rule (api -> web:22), rejected (web -> db), audited.
+    assert_eq!(
+        m.send(API, &tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b"")),
+        Err(Drop::Denied)
+    );
+    m.send(WEB, &tcp(tun(0), tun(2), (40001, 5432), SYN, 1, 0, b""))
+        .unwrap();
+    assert_eq!(
+        m.send(WEB, &tcp(tun(0), tun(1), (40002, 22), SYN, 1, 0, b"")),
+        Err(Drop::Denied)
+    );
+    let api = records(&mut m, API);
+    let d = with_action(&api, "flow-denied");
+    assert_eq!(d.len(), 1, "{api:?}");
+    assert_eq!(d[0]["umbra.verdict"], "drop");
+    assert_eq!(d[0]["rule.name"], "default-deny");
+    let web = records(&mut m, WEB);
+    let d = with_action(&web, "flow-denied");
+    assert_eq!(d.len(), 2, "{web:?}");
+    assert_eq!(d[0]["umbra.verdict"], "reject");
+    assert_eq!(d[0]["rule.name"], "web-never-db");
+    assert_eq!(d[1]["rule.name"], "default-deny");
+    let a = with_action(&web, "flow-audit");
+    assert_eq!(a.len(), 1, "{web:?}");
+    assert_eq!(a[0]["umbra.verdict"], "audit");
+    assert_eq!(a[0]["umbra.audit_would"], "allow");
+    assert_eq!(a[0]["rule.name"], "ssh-dryrun");
+    assert_eq!(a[0]["destination.port"], 22);
+
+    // A reload that removes web-api cuts the flow on both ends: flow-end,
+    // reason policy, the admitting rule, the new policy's id, the counters.
+    m.send(
+        WEB,
+        &tcp(tun(0), tun(1), (40000, 8080), ACK, 2, 8, b"hello"),
+    )
+    .unwrap();
+    let text = policy_text(EXTRA).replace("allow role:web -> api-http as web-api\n", "");
+    let new = load(&text);
+    let id2 = new.id().to_string();
+    assert_ne!(id1, id2);
+    for n in &mut m.nodes {
+        n.reload(new.clone(), &mut Resolver, SystemTime::now())
+            .unwrap();
+    }
+    for (node, initiator_packets) in [(WEB, 2), (API, 2)] {
+        let recs = records(&mut m, node);
+        let e = with_action(&recs, "flow-end");
+        assert_eq!(e.len(), 1, "{recs:?}");
+        let e = e[0];
+        assert_eq!(e["umbra.end_reason"], "policy");
+        assert_eq!(e["rule.name"], "web-api");
+        assert_eq!(e["umbra.policy_id"], id2.as_str());
+        assert_eq!(e["network.community_id"], cid);
+        assert_eq!(e["source.packets"], initiator_packets);
+        assert_eq!(e["destination.packets"], 1);
+        assert!(e["source.bytes"].as_u64().unwrap() > 80);
+        assert!(e["event.duration"].is_u64());
+    }
+}
+
+#[test]
+fn flow_records_for_removed_peers_and_floods() {
+    let mut m = logging_mesh("");
+    m.send(API, &echo(tun(1), tun(2), true, 9, 1)).unwrap();
+    m.send(DB, &echo(tun(2), tun(1), false, 9, 1)).unwrap();
+    let db = records(&mut m, DB);
+    let s = with_action(&db, "flow-start");
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0]["network.transport"], "icmp");
+    assert_eq!(s[0]["icmp.type"], 8);
+    assert_eq!(s[0]["rule.name"], "api-db");
+    let new = load(&policy_text("quarantine node:api as incident\n"));
+    m.nodes[DB]
+        .reload(new, &mut Resolver, SystemTime::now())
+        .unwrap();
+    let db = records(&mut m, DB);
+    let e = with_action(&db, "flow-end");
+    assert_eq!(e.len(), 1, "{db:?}");
+    assert_eq!(e[0]["umbra.end_reason"], "peer-removed");
+    assert_eq!(e[0]["umbra.peer.name"], "api");
+    assert_eq!(e[0]["rule.name"], "api-db");
+    assert_eq!(e[0]["network.community_id"], s[0]["network.community_id"]);
+
+    // A flood of refused flows: the budget's worth of records, then one
+    // flow-suppressed record with the rest.
+    for port in 0..300u16 {
+        let syn = tcp(tun(1), tun(0), (10_000 + port, 22), SYN, 1, 0, b"");
+        assert_eq!(m.send(API, &syn), Err(Drop::Denied));
+    }
+    m.nodes[API].tick(m.now + std::time::Duration::from_secs(1), SystemTime::now());
+    let api = records(&mut m, API);
+    assert_eq!(with_action(&api, "flow-denied").len(), 100);
+    let sup = with_action(&api, "flow-suppressed");
+    assert_eq!(sup.len(), 1, "{api:?}");
+    assert_eq!(sup[0]["umbra.suppressed"], 200);
+}
+
+#[test]
+fn no_flow_records_unless_asked() {
+    let mut m = Mesh::new(&policy_text(""));
+    m.send(WEB, &tcp(tun(0), tun(1), (40000, 8080), SYN, 1, 0, b""))
+        .unwrap();
+    assert!(m.nodes[WEB].poll_flow().is_none());
+    assert!(m.nodes[API].poll_flow().is_none());
+}
+
+#[test]
+fn decision_lines_carry_the_policy_id() {
+    let mut m = Mesh::new(&policy_text(""));
+    let id = m.nodes[API].policy().id().to_string();
+    m.events(API);
+    let _ = m.send(API, &tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b""));
+    let lines: Vec<String> = m.events(API).iter().map(|e| e.to_string()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("no rule allows it") && l.contains(&id)),
+        "{lines:?}"
     );
 }

@@ -53,6 +53,7 @@
 
 mod config;
 pub mod drive;
+mod ended;
 mod entry;
 mod frag;
 mod key;
@@ -61,6 +62,7 @@ mod table;
 mod tracker;
 
 pub use config::{Config, Timeouts};
+pub use ended::{Closed, EndCause, Ended};
 pub use entry::Entry;
 pub use state::{FlowState, TcpState};
 pub use tracker::Conntrack;

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::ended::{EndCause, Ended, EndedQueue};
 use super::entry::{Conn, Entry};
 use super::frag::{Frag, FragKey};
 use super::key::Key;
@@ -18,6 +19,7 @@ pub struct Conntrack {
     conns: Table<Key, Conn>,
     frags: Table<FragKey, Frag>,
     counters: Counters,
+    ended: EndedQueue,
 }
 
 /// Entries an eviction examines at most (per class list, or of one peer).
@@ -35,6 +37,31 @@ impl Conntrack {
             frags: Table::new(config.fragment_capacity, 1),
             config,
             counters: Counters::default(),
+            ended: EndedQueue::default(),
+        }
+    }
+
+    /// Keeps up to `capacity` removed flows for [`Conntrack::pop_ended`]
+    /// (for flow-end records); further ones are counted in
+    /// [`Conntrack::ended_lost`]. Allocates the queue now.
+    pub fn report_ended(&mut self, capacity: usize) {
+        self.ended.enable(capacity);
+    }
+
+    /// The oldest removed flow not yet taken, if reporting is on.
+    pub fn pop_ended(&mut self) -> Option<Ended> {
+        self.ended.queue.pop_front()
+    }
+
+    /// Removed flows that did not fit in the queue.
+    pub fn ended_lost(&self) -> u64 {
+        self.ended.lost
+    }
+
+    /// Removes slot `i`, reporting the flow if asked to.
+    fn take(&mut self, i: u32, cause: EndCause) {
+        if let Some((key, conn)) = self.conns.remove(i) {
+            self.ended.push(key, conn, cause);
         }
     }
 
@@ -119,7 +146,7 @@ impl Conntrack {
             return Match::New;
         };
         if expired(conn.last_seen, conn.state.class().timeout(&timeouts), now) {
-            self.conns.remove(i);
+            self.take(i, EndCause::Expired);
             self.counters.expired += 1;
             return Match::New;
         }
@@ -137,7 +164,7 @@ impl Conntrack {
                     TcpStep::To(s) => FlowState::Tcp(s),
                     TcpStep::Invalid => return Match::Invalid,
                     TcpStep::Reopen => {
-                        self.conns.remove(i);
+                        self.take(i, EndCause::Replaced);
                         return Match::New;
                     }
                 }
@@ -265,7 +292,7 @@ impl Conntrack {
             return Err(NotTracked::Stateless);
         };
         if let Some(old) = self.conns.find(&key) {
-            self.conns.remove(old);
+            self.take(old, EndCause::Replaced);
         }
         if self.conns.group_len(peer.0) >= self.config.per_peer() {
             self.evict_of_peer(now, peer);
@@ -411,10 +438,11 @@ impl Conntrack {
             }
         }
         if let Some((i, deadline, _)) = best {
-            self.conns.remove(i);
             if deadline.is_some_and(|d| d <= now) {
+                self.take(i, EndCause::Expired);
                 self.counters.expired += 1;
             } else {
+                self.take(i, EndCause::Evicted);
                 self.counters.evicted += 1;
             }
         }
@@ -434,7 +462,7 @@ impl Conntrack {
         for class in ALL_CLASSES {
             while let Some((i, queued, real)) = self.head_deadline(class) {
                 if real.is_some_and(|d| d <= now) {
-                    self.conns.remove(i);
+                    self.take(i, EndCause::Expired);
                     n += 1;
                 } else if queued.is_some_and(|d| d <= now) {
                     if let Some(c) = self.conns.get_mut(i) {
@@ -484,8 +512,15 @@ impl Conntrack {
             })
             .collect();
         for &i in &doomed {
-            self.conns.remove(i);
+            self.take(i, EndCause::Removed);
         }
+        self.drop_orphan_fragments();
+        self.counters.removed += doomed.len() as u64;
+        doomed.len()
+    }
+
+    /// Forgets fragment entries whose flow is gone.
+    fn drop_orphan_fragments(&mut self) {
         let orphans: Vec<u32> = self
             .frags
             .occupied()
@@ -497,8 +532,39 @@ impl Conntrack {
         for i in orphans {
             self.frags.remove(i);
         }
-        self.counters.removed += doomed.len() as u64;
-        doomed.len()
+    }
+
+    /// Like [`Conntrack::retain`], but `judge` also names the rule a kept
+    /// flow is now admitted by (`None` removes it), so after a policy
+    /// reload every flow points at a rule of the policy in force.
+    pub fn rejudge(&mut self, mut judge: impl FnMut(&Entry<'_>) -> Option<RuleId>) -> usize {
+        let verdicts: Vec<(u32, Option<RuleId>)> = self
+            .conns
+            .occupied()
+            .filter_map(|i| {
+                let (key, conn) = self.conns.get(i)?;
+                Some((i, judge(&Entry { key, conn })))
+            })
+            .collect();
+        let mut removed = 0;
+        for (i, verdict) in verdicts {
+            match verdict {
+                Some(r) => {
+                    if let Some(c) = self.conns.get_mut(i) {
+                        c.rule = r;
+                    }
+                }
+                None => {
+                    self.take(i, EndCause::Removed);
+                    removed += 1;
+                }
+            }
+        }
+        self.counters.removed += removed as u64;
+        if removed > 0 {
+            self.drop_orphan_fragments();
+        }
+        removed
     }
 
     /// Removes every flow of a peer (removed from the policy, quarantined).

@@ -20,6 +20,12 @@ use std::time::Instant;
 
 use crate::wire::classify::PacketInfo;
 
+/// The effective user id (to pick per-user default paths).
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Where decrypted packets leave the node and local packets enter it: the
 /// kernel TUN device, or a userspace TCP/IP stack. The event loop treats
 /// both alike.

@@ -1,4 +1,4 @@
-//! SIGHUP, SIGINT and SIGTERM as readable events on a signalfd, so the mio
+//! SIGHUP, SIGUSR1, SIGINT and SIGTERM as readable events on a signalfd, so the mio
 //! loop handles them like any other input (no async signal handlers).
 
 use std::io;
@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Reload,
+    /// SIGUSR1: reopen log files (logrotate).
+    Reopen,
     Stop,
 }
 
@@ -16,7 +18,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks the three signals for this thread (call before starting any
+    /// Blocks the four signals for this thread (call before starting any
     /// other thread, which inherits the mask) and opens a signalfd for them.
     pub fn new() -> io::Result<Signals> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
@@ -25,6 +27,7 @@ impl Signals {
         unsafe {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
         }
@@ -69,6 +72,8 @@ impl Signals {
         }
         Ok(Some(if info.ssi_signo == libc::SIGHUP as u32 {
             Signal::Reload
+        } else if info.ssi_signo == libc::SIGUSR1 as u32 {
+            Signal::Reopen
         } else {
             Signal::Stop
         }))

@@ -80,3 +80,20 @@ pub fn grow_buffers(sock: &impl AsRawFd, bytes: usize) {
         }
     }
 }
+
+/// Puts a descriptor (standard output for `--flow-log -`) in non-blocking
+/// mode, so a reader that stops reading cannot stall the event loop.
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor number only reads or sets its flags;
+    // an invalid descriptor is reported as EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

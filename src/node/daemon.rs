@@ -22,6 +22,8 @@ use crate::io::tun::Tun;
 use crate::io::udp::{recv_from, UdpPair};
 use crate::io::PacketIo;
 use crate::keys::PrivateKey;
+use crate::observe::server::{Observe, ObserveConfig};
+use crate::observe::snapshot::NodeInfo;
 use crate::policy::{IpNet, Policy, PolicyError};
 use crate::tunnel::timers::TICK;
 use crate::tunnel::OsEntropy;
@@ -54,6 +56,8 @@ pub struct UpConfig {
     pub hosts_file: PathBuf,
     /// `--userspace`: run a userspace TCP/IP stack instead of a TUN device.
     pub userspace: Option<UserspaceConfig>,
+    /// Control socket, flow log, metrics, WireGuard UAPI.
+    pub observe: ObserveConfig,
     /// After setup, confine the process (capabilities, no-new-privs,
     /// Landlock, seccomp); `--no-confine` turns it off.
     pub confine: bool,
@@ -116,10 +120,14 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     let signals = Signals::new().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
     let now = Instant::now();
+    let options = Options {
+        flow_records: config.observe.flow_log.is_some(),
+        ..Options::default()
+    };
     let mut engine = Engine::new(
         policy,
         key,
-        Options::default(),
+        options,
         Box::new(OsEntropy),
         &mut resolver,
         now,
@@ -132,6 +140,23 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         .or(me.endpoint.as_ref().map(|e| e.port))
         .unwrap_or(DEFAULT_PORT);
     let mut udp = UdpPair::bind(port).map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
+    let info = NodeInfo {
+        data_plane: if config.userspace.is_some() {
+            "userspace"
+        } else {
+            "tun"
+        },
+        interface: config.userspace.is_none().then(|| config.interface.clone()),
+        data_plane_up: false,
+        listen_port: udp.port(),
+        started: now,
+        policy_loaded: SystemTime::now(),
+        reloads_ok: 0,
+        reloads_rejected: 0,
+        flow_log: None,
+    };
+    // Opened during setup, before anything could drop privileges.
+    let mut observe = Observe::open(&config.observe, &me.name, info)?;
 
     if let Some(us) = &config.userspace {
         check_forwards(&us.forward, &engine.routed_networks(), &config.policy)?;
@@ -161,6 +186,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
             engine.policy().id(),
             engine.device().peer_ids().count()
         );
+        observe.info.data_plane_up = true;
         return event_loop(
             &config,
             &mut engine,
@@ -169,6 +195,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
             signals,
             None,
             &text,
+            &mut observe,
         );
     }
 
@@ -204,6 +231,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     );
     confine(&config, true, engine.policy())?;
     let kernel = Kernel { net, index, routes };
+    observe.info.data_plane_up = true;
     event_loop(
         &config,
         &mut engine,
@@ -212,6 +240,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         signals,
         Some(kernel),
         &text,
+        &mut observe,
     )
 }
 
@@ -255,11 +284,26 @@ fn confine(config: &UpConfig, tun: bool, policy: &Policy) -> Result<(), String> 
             .filter_map(|n| n.psk_file.as_ref())
             .map(|p| base.join(p)),
     );
+    // What the observability edge writes at run time: the flow log is
+    // reopened (created) on SIGUSR1, the control and UAPI sockets are
+    // unlinked at shutdown.
+    let o = &config.observe;
+    let dir_of = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut writes: Vec<PathBuf> = Vec::new();
+    if let Some(f) = o.flow_log.as_deref().filter(|f| *f != "-") {
+        writes.push(dir_of(Path::new(f)));
+    }
+    for sock in [&o.control, &o.uapi].into_iter().flatten() {
+        writes.push(dir_of(sock));
+    }
     let c = crate::io::confine::Confinement {
         user: config.user.clone(),
         keep_net_admin: tun,
         reads,
-        writes: Vec::new(),
+        writes,
     };
     let a = crate::io::confine::apply(&c)
         .map_err(|e| format!("cannot confine umbra: {e} (--no-confine runs without)"))?;
@@ -271,6 +315,7 @@ fn confine(config: &UpConfig, tun: bool, policy: &Policy) -> Result<(), String> 
 }
 
 /// The event loop over any packet backend.
+#[allow(clippy::too_many_arguments)]
 fn event_loop<P: PacketIo>(
     config: &UpConfig,
     engine: &mut Engine,
@@ -279,6 +324,7 @@ fn event_loop<P: PacketIo>(
     mut signals: Signals,
     mut kernel: Option<Kernel>,
     text: &str,
+    observe: &mut Observe,
 ) -> Result<(), String> {
     let own = engine.me().addresses.clone();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
@@ -289,6 +335,9 @@ fn event_loop<P: PacketIo>(
         .map_err(|e| e.to_string())?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    observe
+        .register(poll.registry())
         .map_err(|e| e.to_string())?;
 
     let mut watcher = Watcher::new(&config.policy, text);
@@ -326,43 +375,59 @@ fn event_loop<P: PacketIo>(
                     match signals.read() {
                         Ok(Some(Signal::Stop)) => {
                             info!("stopping: removing {}", lp.tun.label());
+                            observe.shutdown(lp.engine, now);
                             return Ok(());
                         }
                         Ok(Some(Signal::Reload)) => {
                             info!("SIGHUP: re-reading {}", config.policy.display());
                             match watcher.force() {
-                                Some(Ok(text)) => lp.reload(config, &text, kernel.as_mut(), &own),
-                                Some(Err(e)) => warn!(
-                                    "policy reload rejected, still running policy {}: {e}",
-                                    lp.engine.policy().id()
-                                ),
+                                Some(Ok(text)) => {
+                                    let ok = lp.reload(config, &text, kernel.as_mut(), &own);
+                                    observe.reloaded(ok);
+                                }
+                                Some(Err(e)) => {
+                                    warn!(
+                                        "policy reload rejected, still running policy {}: {e}",
+                                        lp.engine.policy().id()
+                                    );
+                                    observe.reloaded(false);
+                                }
                                 None => info!("policy unchanged ({})", lp.engine.policy().id()),
                             }
                         }
+                        Ok(Some(Signal::Reopen)) => observe.reopen(),
                         Ok(None) => break,
                         Err(e) => return Err(format!("reading signals failed: {e}")),
                     }
                 },
+                t if Observe::owns(t) => observe.ready(poll.registry(), t, lp.engine, now),
                 _ => lp.tun.ready(now, ev),
             }
         }
         stack_due = lp.run_stack(now);
         lp.flush(now);
+        observe.drain_flows(lp.engine, now);
         if now >= next_tick {
             lp.engine.tick(now, SystemTime::now());
             match watcher.poll(now) {
                 Some(Ok(text)) => {
                     info!("{} changed: reloading", config.policy.display());
-                    lp.reload(config, &text, kernel.as_mut(), &own);
+                    let ok = lp.reload(config, &text, kernel.as_mut(), &own);
+                    observe.reloaded(ok);
                 }
-                Some(Err(e)) => warn!(
-                    "policy reload rejected, still running policy {}: {e}",
-                    lp.engine.policy().id()
-                ),
+                Some(Err(e)) => {
+                    warn!(
+                        "policy reload rejected, still running policy {}: {e}",
+                        lp.engine.policy().id()
+                    );
+                    observe.reloaded(false);
+                }
                 None => {}
             }
             lp.flush(now);
             lp.log_events();
+            observe.drain_flows(lp.engine, now);
+            observe.tick(poll.registry(), now);
             next_tick = now + TICK;
         }
     }
@@ -519,7 +584,7 @@ impl<P: PacketIo> Loop<'_, P> {
         text: &str,
         kernel: Option<&mut Kernel>,
         own: &[IpNet],
-    ) {
+    ) -> bool {
         let old = self.engine.policy().id();
         let old_serves = self.engine.me().serves.clone();
         let name = config.policy.display().to_string();
@@ -530,13 +595,13 @@ impl<P: PacketIo> Loop<'_, P> {
                     "policy reload rejected, still running policy {old}: {}",
                     one_line(&e)
                 );
-                return;
+                return false;
             }
         };
         let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
         if let Err(e) = self.engine.reload(policy, &mut resolver, SystemTime::now()) {
             warn!("policy reload rejected, still running policy {old}: {e}");
-            return;
+            return false;
         }
         if self.engine.me().addresses != own {
             warn!(
@@ -555,6 +620,7 @@ impl<P: PacketIo> Loop<'_, P> {
             warn!("this node's served networks changed in the policy; restart umbra to apply them to the userspace stack");
         }
         self.log_events();
+        true
     }
 }
 

@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
 use super::events::{Event, EventQueue, FlowDesc};
+use super::flows::{EndReason, FlowItem, FlowQueue, PolicyMeta};
 use super::routes::Routes;
 use crate::conntrack::{self, Conntrack, Direction, Match};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
@@ -122,6 +123,9 @@ pub enum Inbound<'d, 'r> {
 pub struct Options {
     pub tunnel: tunnel::Config,
     pub conntrack: conntrack::Config,
+    /// Queue flow records (start, end, denied, audit) for
+    /// [`Engine::poll_flow`]; off, the engine builds none.
+    pub flow_records: bool,
 }
 
 /// Drop counters, by reason, for status output.
@@ -134,11 +138,21 @@ pub struct Engine {
     table: NodeTable,
     routes: Routes,
     /// Policy node of each tunnel peer, indexed by `PeerId`.
-    peer_node: Vec<Option<NodeId>>,
+    pub(super) peer_node: Vec<Option<NodeId>>,
     /// The inverse: each node's tunnel peer, by node index (O(1) per
     /// outbound packet).
     node_peer: Vec<Option<PeerId>>,
-    conntrack: Conntrack,
+    pub(super) conntrack: Conntrack,
+    /// The names flow records and status refer to, for `policy`.
+    pub(super) meta: std::sync::Arc<PolicyMeta>,
+    /// Flow records for the flow log, when asked for.
+    pub(super) flows: Option<FlowQueue>,
+    /// The latest `now` the engine was given (reloads take none).
+    pub(super) last_now: Instant,
+    /// Handshake responses and cookie replies sent.
+    pub(super) replies: super::flows::ReplyCounters,
+    /// Decisions on new flows, by verdict and rule.
+    pub(super) decisions: super::flows::Decisions,
     events: EventQueue,
     drops: DropCounters,
     /// Reject replies for the local tunnel are built here.
@@ -173,6 +187,10 @@ impl Engine {
             .ok_or(ReloadError::NotInPolicy(public))?
             .id;
         let table = policy.compile_for(me, wall);
+        let mut conntrack = Conntrack::new(options.conntrack);
+        if options.flow_records {
+            conntrack.report_ended(super::flows::FLOW_QUEUE);
+        }
         let mut engine = Engine {
             device: Device::new(private, options.tunnel, entropy, now, wall),
             table,
@@ -181,7 +199,12 @@ impl Engine {
             routes: Routes::default(),
             peer_node: Vec::new(),
             node_peer: Vec::new(),
-            conntrack: Conntrack::new(options.conntrack),
+            conntrack,
+            meta: std::sync::Arc::new(PolicyMeta::of(&policy)),
+            flows: options.flow_records.then(FlowQueue::new),
+            last_now: now,
+            replies: Default::default(),
+            decisions: Default::default(),
             events: EventQueue::default(),
             drops: DropCounters::new(),
             scratch: Box::new([0u8; MAX_REPLY_LEN]),
@@ -215,6 +238,11 @@ impl Engine {
 
     pub fn conntrack(&self) -> &Conntrack {
         &self.conntrack
+    }
+
+    /// The next flow-log record, if flow records are on.
+    pub fn poll_flow(&mut self) -> Option<FlowItem> {
+        self.flows.as_mut()?.pop()
     }
 
     /// The next operator-visible event, if any.
@@ -270,6 +298,8 @@ impl Engine {
 
         let wanted_keys: HashMap<PublicKey, NodeId> =
             wanted.iter().map(|(id, pc)| (pc.public_key, *id)).collect();
+        let old_meta = self.meta.clone();
+        self.decisions.fold(&old_meta);
         let mut removed = 0;
         let mut flows_of_removed = 0;
         for peer in self.device.peer_ids().collect::<Vec<_>>() {
@@ -280,6 +310,7 @@ impl Engine {
                 let name = self.node_name(peer);
                 self.device.remove_peer(peer);
                 flows_of_removed += self.conntrack.remove_peer(conntrack::PeerId(peer.0));
+                self.record_ended(EndReason::PeerRemoved, policy.id(), &old_meta);
                 self.events.push(Event::PeerRemoved { name });
                 removed += 1;
             }
@@ -323,8 +354,10 @@ impl Engine {
         self.table = table;
         self.me = me;
         self.policy = policy;
+        self.meta = std::sync::Arc::new(PolicyMeta::of(&self.policy));
         self.wall = wall;
         let cut = self.recheck_flows();
+        self.record_ended(EndReason::Policy, self.policy.id(), &old_meta);
         self.events.push(Event::PolicyApplied {
             id: self.policy.id(),
             peers: self.table.peers().len(),
@@ -338,10 +371,8 @@ impl Engine {
     /// how many were cut.
     fn recheck_flows(&mut self) -> usize {
         let (table, peer_node) = (&self.table, &self.peer_node);
-        self.conntrack.retain(|e| {
-            let Some(node) = peer_node.get(e.peer().0 as usize).copied().flatten() else {
-                return false;
-            };
+        self.conntrack.rejudge(|e| {
+            let node = peer_node.get(e.peer().0 as usize).copied().flatten()?;
             let proto = e.protocol().0;
             let port = match (e.dst_port(), e.protocol().is_icmp()) {
                 (Some(p), _) => p,
@@ -352,7 +383,7 @@ impl Engine {
                 Direction::Inbound => table.ingress(node, e.dst(), proto, port),
                 Direction::Outbound => table.egress(node, e.dst(), proto, port),
             };
-            verdict.allowed()
+            verdict.allowed().then(|| rule_id(&verdict))
         })
     }
 
@@ -410,6 +441,7 @@ impl Engine {
                     None => self.table_verdict_without_peer(node, &info),
                 };
                 self.note_audit(&verdict, node, &info, true);
+                self.decisions.count(&verdict);
                 if !verdict.allowed() {
                     // Fail fast locally: the local application gets the
                     // refusal at once (a `reject` rule's answer, else a TCP
@@ -437,13 +469,16 @@ impl Engine {
                     return Outbound::Dropped(DropReason::Denied);
                 }
                 // Untrackable protocols pass on the rule alone.
-                let _ = self.conntrack.admit(
+                let admitted = self.conntrack.admit(
                     now,
                     ct_peer,
                     Direction::Outbound,
                     &info,
                     rule_id(&verdict),
                 );
+                if self.flows.is_some() {
+                    self.record_start(now, admitted.is_ok(), node, &info, &verdict, false);
+                }
             }
             _ => {}
         }
@@ -482,7 +517,10 @@ impl Engine {
                     Inbound::Dropped(DropReason::Tunnel(d)),
                 )
             }
-            Ok(Received::Reply(r)) => (None, Err(r.len())),
+            Ok(Received::Reply(r)) => {
+                self.replies.note(r);
+                (None, Err(r.len()))
+            }
             Ok(Received::Done) => return Inbound::Nothing,
             Ok(Received::Packet { peer, packet }) => (Some(peer), Ok(packet)),
         };
@@ -518,14 +556,18 @@ impl Engine {
                 let (proto, port) = policy_key(&info);
                 let verdict = self.table.ingress(node, info.dst, proto, port);
                 self.note_audit(&verdict, node, &info, false);
+                self.decisions.count(&verdict);
                 if verdict.allowed() {
-                    let _ = self.conntrack.admit(
+                    let admitted = self.conntrack.admit(
                         now,
                         ct_peer,
                         Direction::Inbound,
                         &info,
                         rule_id(&verdict),
                     );
+                    if self.flows.is_some() {
+                        self.record_start(now, admitted.is_ok(), node, &info, &verdict, true);
+                    }
                     return Inbound::Deliver(packet, info);
                 }
                 self.note_denied(&verdict, node, &info, false);
@@ -609,14 +651,19 @@ impl Engine {
     fn note_audit(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
         let Some(rule) = verdict.audit else { return };
         if !self.flow_event_allowed() {
+            if let Some(q) = self.flows.as_mut() {
+                q.count_suppressed(1);
+            }
             return;
         }
+        self.record_decision(node, info, verdict, !outbound, true);
         let would = match self.policy.rule(rule).map(|r| r.kind) {
             Some(crate::policy::RuleKind::Allow) => "allow",
             _ => "deny",
         };
         let flow = self.flow(node, info, outbound);
         self.events.push(Event::Audit {
+            policy: self.policy.id(),
             rule: self.rule_label(rule),
             would,
             flow,
@@ -625,11 +672,16 @@ impl Engine {
 
     fn note_denied(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo, outbound: bool) {
         if !self.flow_event_allowed() {
+            if let Some(q) = self.flows.as_mut() {
+                q.count_suppressed(1);
+            }
             return;
         }
+        self.record_decision(node, info, verdict, !outbound, false);
         let flow = self.flow(node, info, outbound);
         let rule = verdict.rule.map(|r| self.rule_label(r));
         self.events.push(Event::Denied {
+            policy: self.policy.id(),
             rule,
             rejected: verdict.action == Action::Reject,
             flow,
@@ -638,8 +690,12 @@ impl Engine {
 
     fn note_refused_locally(&mut self, verdict: &Verdict, node: NodeId, info: &PacketInfo) {
         if !self.flow_event_allowed() {
+            if let Some(q) = self.flows.as_mut() {
+                q.count_suppressed(1);
+            }
             return;
         }
+        self.record_decision(node, info, verdict, false, false);
         let flow = self.flow(node, info, true);
         let rule = verdict.rule.map(|r| self.rule_label(r));
         self.events.push(Event::RefusedLocally {
@@ -659,7 +715,9 @@ impl Engine {
     /// [`tunnel::timers::TICK`].
     pub fn tick(&mut self, now: Instant, wall: SystemTime) {
         self.device.tick(now);
+        self.last_now = now;
         self.conntrack.expire(now);
+        self.record_ended(EndReason::Idle, self.policy.id(), &self.meta.clone());
         self.wall = wall;
         if self
             .budget_refilled
@@ -673,10 +731,15 @@ impl Engine {
             }
             self.flow_event_budget = FLOW_EVENTS_PER_SECOND;
             self.budget_refilled = Some(now);
+            let id = self.policy.id();
+            if let Some(q) = self.flows.as_mut() {
+                q.refill(now, id);
+            }
         }
         if self.table.next_expiry().is_some_and(|t| wall >= t) {
             self.table = self.policy.compile_for(self.me, wall);
             let cut = self.recheck_flows();
+            self.record_ended(EndReason::Policy, self.policy.id(), &self.meta.clone());
             self.events.push(Event::PolicyApplied {
                 id: self.policy.id(),
                 peers: self.table.peers().len(),
@@ -722,7 +785,7 @@ fn policy_key(info: &PacketInfo) -> (u8, u16) {
     (info.protocol.0, port)
 }
 
-fn echo_request_type(dst: IpAddr) -> u16 {
+pub(super) fn echo_request_type(dst: IpAddr) -> u16 {
     match dst {
         IpAddr::V4(_) => 8,
         IpAddr::V6(_) => 128,
@@ -746,6 +809,6 @@ fn refuse_locally_with(info: &PacketInfo) -> RejectWith {
     }
 }
 
-fn rule_id(v: &Verdict) -> conntrack::RuleId {
+pub(super) fn rule_id(v: &Verdict) -> conntrack::RuleId {
     conntrack::RuleId(v.rule.map_or(u32::MAX, |r| r.0))
 }

@@ -51,12 +51,16 @@ pub enum Event {
     },
     /// An audit rule matched a new flow; it was not enforced.
     Audit {
+        /// The policy in force when the rule matched.
+        policy: PolicyId,
         rule: String,
         would: &'static str,
         flow: FlowDesc,
     },
     /// A new flow was refused by the policy.
     Denied {
+        /// The policy in force when the flow was refused.
+        policy: PolicyId,
         rule: Option<String>,
         rejected: bool,
         flow: FlowDesc,
@@ -121,18 +125,27 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
-            Event::Audit { rule, would, flow } => {
-                write!(f, "audit rule '{rule}' would {would}: {flow}")
+            Event::Audit {
+                policy,
+                rule,
+                would,
+                flow,
+            } => {
+                write!(
+                    f,
+                    "audit rule '{rule}' (policy {policy}) would {would}: {flow}"
+                )
             }
             Event::Denied {
+                policy,
                 rule,
                 rejected,
                 flow,
             } => {
                 let how = if *rejected { "rejected" } else { "dropped" };
                 match rule {
-                    Some(r) => write!(f, "{how} by rule '{r}': {flow}"),
-                    None => write!(f, "{how} (no rule allows it): {flow}"),
+                    Some(r) => write!(f, "{how} by rule '{r}' (policy {policy}): {flow}"),
+                    None => write!(f, "{how} (no rule allows it; policy {policy}): {flow}"),
                 }
             }
             Event::RefusedLocally { rule, policy, flow } => {

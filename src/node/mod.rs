@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod flows;
 pub mod routes;
 pub mod settings;
 

@@ -44,6 +44,9 @@ pub struct PeerStats {
     pub last_handshake: Option<Instant>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Transport data messages (keepalives included) received and sent.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub handshakes: u64,
     /// Whether a keypair can send right now.
     pub has_session: bool,

@@ -588,6 +588,7 @@ impl Device {
             self.known.insert(src.ip());
         }
         peer.stats.rx_bytes += (DATA_HEADER_LEN + sealed.len()) as u64;
+        peer.stats.rx_packets += 1;
         peer.timers.any_authenticated_received();
         peer.timers.any_authenticated_traversal(now);
         if padded == 0 {

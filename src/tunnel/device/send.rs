@@ -36,6 +36,7 @@ impl Device {
             if let Some(n) = keypair.seal(buf, len, now) {
                 let rekey = keypair.wants_rekey_on_send(now);
                 peer.stats.tx_bytes += n as u64;
+                peer.stats.tx_packets += 1;
                 peer.timers.any_authenticated_sent();
                 peer.timers.any_authenticated_traversal(now);
                 peer.timers.data_sent(now);
@@ -163,6 +164,7 @@ impl Device {
         let n = keypair.seal(buf, len, now)?;
         peer.want_keepalive = false;
         peer.stats.tx_bytes += n as u64;
+        peer.stats.tx_packets += 1;
         peer.timers.any_authenticated_sent();
         peer.timers.any_authenticated_traversal(now);
         if data {

@@ -1,0 +1,15 @@
+//! Seeing into a running node: the control socket (`umbra status`,
+//! `umbra flows`), the JSON-lines flow log, Prometheus metrics and the
+//! WireGuard UAPI that `wg show` reads. Everything is served from the
+//! node's one mio loop; see docs/observability.md.
+
+pub mod client;
+pub mod community_id;
+pub mod conns;
+pub mod flowlog;
+pub mod json;
+pub mod metrics;
+pub mod proto;
+pub mod server;
+pub mod snapshot;
+pub mod uapi;
