@@ -162,17 +162,21 @@ pub struct FlowLog {
     pub written: u64,
 }
 
+/// Opens for appending, creating the file with mode 0640 (records name
+/// peers and addresses) if missing.
 fn open_append(path: &PathBuf) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
         .open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl FlowLog {
     /// `-` is standard output (made non-blocking); anything else a file
-    /// opened for appending (created 0600 if missing... see `open`).
+    /// opened for appending.
     pub fn open(target: &str, observer: &str) -> io::Result<FlowLog> {
         let (path, sink) = if target == "-" {
             let fd = io::stdout().as_raw_fd();
