@@ -629,13 +629,13 @@ fn flow_records_for_admitted_refused_audited_and_cut_flows() {
     // Refused by no rule (api -> web:22), rejected (web -> db), audited.
     assert_eq!(
         m.send(API, &tcp(tun(1), tun(0), (8081, 22), SYN, 1, 0, b"")),
-        Err(Drop::Denied)
+        Err(DropReason::Denied)
     );
     m.send(WEB, &tcp(tun(0), tun(2), (40001, 5432), SYN, 1, 0, b""))
         .unwrap();
     assert_eq!(
         m.send(WEB, &tcp(tun(0), tun(1), (40002, 22), SYN, 1, 0, b"")),
-        Err(Drop::Denied)
+        Err(DropReason::Denied)
     );
     let api = records(&mut m, API);
     let d = with_action(&api, "flow-denied");
@@ -713,7 +713,7 @@ fn flow_records_for_removed_peers_and_floods() {
     // flow-suppressed record with the rest.
     for port in 0..300u16 {
         let syn = tcp(tun(1), tun(0), (10_000 + port, 22), SYN, 1, 0, b"");
-        assert_eq!(m.send(API, &syn), Err(Drop::Denied));
+        assert_eq!(m.send(API, &syn), Err(DropReason::Denied));
     }
     m.nodes[API].tick(m.now + std::time::Duration::from_secs(1), SystemTime::now());
     let api = records(&mut m, API);

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::community_id::community_id_v1;
 use super::proto::{Count, Decision, Flow, Flows, PeerStatus, Status, MAX_FLOWS_LISTED};
 use crate::conntrack::{Direction, FlowState, TcpState};
-use crate::node::engine::DropReason as Drop;
+use crate::node::engine::DropReason;
 use crate::node::Engine;
 use crate::policy::RuleId;
 use crate::tunnel::Dropped;
@@ -29,9 +29,9 @@ pub struct NodeInfo {
 }
 
 /// The stable name of a drop reason, as status and metrics show it.
-pub fn drop_name(d: &Drop) -> String {
+pub fn drop_name(d: &DropReason) -> String {
     match d {
-        Drop::Tunnel(t) => match t {
+        DropReason::Tunnel(t) => match t {
             Dropped::Malformed => "malformed_datagram",
             Dropped::Mac1 => "bad_mac1",
             Dropped::UnknownPeer => "unknown_key",
@@ -44,13 +44,13 @@ pub fn drop_name(d: &Drop) -> String {
             Dropped::BadInner => "bad_inner_packet",
         }
         .to_string(),
-        Drop::Malformed => "malformed_packet".into(),
-        Drop::NoRoute => "no_route".into(),
-        Drop::Spoofed => "spoofed_source".into(),
-        Drop::NotForUs => "not_for_this_node".into(),
-        Drop::Invalid => "conntrack_invalid".into(),
-        Drop::Denied => "policy".into(),
-        Drop::NoEndpoint => "no_endpoint".into(),
+        DropReason::Malformed => "malformed_packet".into(),
+        DropReason::NoRoute => "no_route".into(),
+        DropReason::Spoofed => "spoofed_source".into(),
+        DropReason::NotForUs => "not_for_this_node".into(),
+        DropReason::Invalid => "conntrack_invalid".into(),
+        DropReason::Denied => "policy".into(),
+        DropReason::NoEndpoint => "no_endpoint".into(),
         #[allow(unreachable_patterns)]
         other => format!("{other:?}").to_lowercase(),
     }
@@ -137,7 +137,7 @@ pub fn status(engine: &Engine, info: &NodeInfo, now: Instant, wall: SystemTime) 
     let decisions = engine.decision_totals();
     let mut drops = std::collections::BTreeMap::<String, u64>::new();
     for (d, n) in engine.drops() {
-        if *d != Drop::Denied {
+        if *d != DropReason::Denied {
             *drops.entry(drop_name(d)).or_insert(0) += n;
         }
     }
