@@ -131,7 +131,7 @@ cap_stop
 check "capture on other: its SYNs went out" test "$(cap_count denied dst host 10.30.0.2)" -gt 0
 check "capture on other: no reply at all from 10.30.0.2 (no SYN-ACK, no RST)" \
     test "$(cap_count denied src host 10.30.0.2)" -eq 0
-check "us logged the refused flow" grep -q "dropped (no rule allows it): tcp 10.30.0.4 -> 10.30.0.2 port 80" "$D/us.log"
+check "us logged the refused flow" grep -q "dropped (no rule allows it; policy [0-9a-f]*): tcp 10.30.0.4 -> 10.30.0.2 port 80" "$D/us.log"
 
 echo "fail fast locally, stay silent remotely"
 # Locally originated traffic the policy denies is refused back to the local
