@@ -11,6 +11,9 @@
 #   UMBRA=path   binary to measure (default: cargo build --release)
 #   SECONDS_PER_RUN=10, ROUNDS=1 (rounds alternate umbra and boringtun)
 #   BT_THREADS=N boringtun-cli --threads (default: its own default, 4)
+#   OBSERVE=1    add a leg "umbra + flow log + metrics" to each round: both
+#                nodes write a JSON flow log and serve /metrics, scraped
+#                every second during the run (the cost of observability)
 #
 # umbra runs one thread; boringtun-cli runs its default thread pool. Both
 # ends of each tunnel share the machine's cores with iperf3.
@@ -57,13 +60,25 @@ service iperf  role:bench  tcp/5201
 allow role:bench -> iperf
 EOF
 
+# run_umbra [observe]: with "observe", both nodes log flows and serve
+# metrics, and a scraper fetches /metrics from both every second.
 run_umbra() {
-    umbra_up a
+    local extra_a=() extra_b=() scraper=
+    if [[ ${1:-} == observe ]]; then
+        extra_a=(--flow-log "$NETNS_DIR/a.flows" --metrics 127.0.0.1:9586)
+        extra_b=(--flow-log "$NETNS_DIR/b.flows" --metrics 127.0.0.1:9586)
+    fi
+    umbra_up a --control none "${extra_a[@]}"
     local pa=$LAST_PID
-    umbra_up b
+    umbra_up b --control none "${extra_b[@]}"
     local pb=$LAST_PID
     wait_for 10 on a ping -c 1 -W 1 10.30.0.2
+    if [[ ${1:-} == observe ]]; then
+        bash -c 'while :; do for h in a b; do on $h curl -sf -m 2 -o /dev/null http://127.0.0.1:9586/metrics || echo "scrape of $h failed" >&2; done; sleep 1; done' &
+        scraper=$!
+    fi
     iperf_gbps 10.30.0.2
+    [[ -n $scraper ]] && kill "$scraper"
     # SIGTERM: clean shutdown removes umbra0 in both namespaces.
     kill "$pa" "$pb"
     wait "$pa" "$pb" 2>/dev/null || true
@@ -105,10 +120,15 @@ echo "bench-throughput: iperf3 TCP ${DURATION} s, a -> b, $ROUNDS round(s); $(np
 echo "bench-throughput: umbra $UMBRA; $(boringtun-cli --version) (threads: ${BT_THREADS:-default})"
 underlay=$(iperf_gbps 198.51.100.2)
 printf '  %-28s %6s Gbit/s\n' "underlay (veth, no tunnel)" "$underlay"
-u_all=() b_all=()
+u_all=() b_all=() o_all=()
 for ((r = 1; r <= ROUNDS; r++)); do
     u=$(run_umbra)
     printf '  %-28s %6s Gbit/s\n' "umbra <-> umbra" "$u"
+    if [[ ${OBSERVE:-0} == 1 ]]; then
+        o=$(run_umbra observe)
+        printf '  %-28s %6s Gbit/s\n' "umbra + flow log + metrics" "$o"
+        o_all+=("$o")
+    fi
     b=$(run_boringtun)
     printf '  %-28s %6s Gbit/s\n' "boringtun <-> boringtun" "$b"
     u_all+=("$u") b_all+=("$b")
@@ -117,3 +137,8 @@ u_mean=$(awk -v v="${u_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s +=
 b_mean=$(awk -v v="${b_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
 ratio=$(awk -v u="$u_mean" -v b="$b_mean" 'BEGIN { printf "%.2f", u / b }')
 echo "bench-throughput: umbra $u_mean Gbit/s, boringtun-cli $b_mean Gbit/s, ratio umbra/boringtun $ratio (underlay $underlay Gbit/s)"
+if [[ ${OBSERVE:-0} == 1 ]]; then
+    o_mean=$(awk -v v="${o_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
+    echo "bench-throughput: observability on $o_mean Gbit/s vs off $u_mean Gbit/s: $(awk -v o="$o_mean" -v u="$u_mean" 'BEGIN { printf "%+.1f %%", (o - u) / u * 100 }')"
+    echo "bench-throughput: flow-log lines written: $(cat "$NETNS_DIR"/a.flows "$NETNS_DIR"/b.flows 2>/dev/null | wc -l)"
+fi

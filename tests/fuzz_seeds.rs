@@ -427,6 +427,7 @@ fn all_seeds() -> Seeds {
     flowlogs.sort();
     seeds.insert("policy", policies);
     seeds.insert("flowlog", flowlogs);
+    seeds.insert("control", control_seeds());
     seeds
 }
 
@@ -456,4 +457,30 @@ fn write_seeds() {
             std::fs::write(d.join(name), seed).unwrap();
         }
     }
+}
+
+/// Whole control requests, HTTP requests and UAPI exchanges, so the fuzzer
+/// starts from inputs that reach each decoder's end.
+fn control_seeds() -> Vec<(String, Vec<u8>)> {
+    use umbra::observe::proto::{encode, Request};
+    vec![
+        ("status".into(), encode(&Request::Status)),
+        ("flows".into(), encode(&Request::Flows { peer: None })),
+        (
+            "flows-peer".into(),
+            encode(&Request::Flows {
+                peer: Some("db-1".into()),
+            }),
+        ),
+        (
+            "metrics".into(),
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("healthz".into(), b"GET /healthz HTTP/1.0\r\n\r\n".to_vec()),
+        ("uapi-get".into(), b"get=1\n\n".to_vec()),
+        (
+            "uapi-set".into(),
+            b"set=1\nlisten_port=1\nreplace_peers=true\n\n".to_vec(),
+        ),
+    ]
 }

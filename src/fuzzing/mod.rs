@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("keys", keys),
     ("policy", policy),
     ("flowlog", flowlog),
+    ("control", control),
 ];
 
 /// A cursor over the fuzzer's bytes. Every read returns `None` once the
@@ -397,4 +398,30 @@ pub fn flowlog(data: &[u8]) {
     }
     let r = replay::replay(&p, &o, now);
     let _ = replay::render(&r, &o);
+}
+
+/// `control`: the bytes a local client sends to the node's control socket,
+/// metrics listener or WireGuard UAPI socket. Nothing may panic; a control
+/// request that decodes must survive a re-encode/decode round trip, and the
+/// answers are well formed (an HTTP status line; a UAPI answer ending in an
+/// `errno=` line and a blank line).
+pub fn control(data: &[u8]) {
+    use crate::observe::conns::Step;
+    use crate::observe::proto::{self, Request, Response, Status};
+    use crate::observe::{metrics, uapi};
+
+    if let Ok(Some((req, used))) = proto::decode_frame::<Request>(data, proto::MAX_REQUEST) {
+        assert!(used <= data.len());
+        let again = proto::encode(&req);
+        let back = proto::decode_frame::<Request>(&again, proto::MAX_REQUEST);
+        assert_eq!(back, Ok(Some((req, again.len()))));
+    }
+    let _ = proto::decode_frame::<Response>(data, proto::MAX_RESPONSE);
+    if let Step::Reply(r) = metrics::step(data, true, Status::default) {
+        assert!(r.starts_with(b"HTTP/1.1 "));
+    }
+    if let Step::Reply(r) = uapi::step(data, Status::default) {
+        let text = String::from_utf8(r).expect("UAPI answers are text");
+        assert!(text.ends_with("\n\n") && text.contains("errno="), "{text}");
+    }
 }

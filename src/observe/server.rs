@@ -78,6 +78,7 @@ pub fn bind_unix(path: &Path) -> io::Result<mio::net::UnixListener> {
             std::fs::create_dir_all(dir).map_err(|e| ctx(e, "cannot create the directory of"))?;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
+        check_dir(dir)?;
     }
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if !m.file_type().is_socket() {
@@ -104,6 +105,27 @@ pub fn bind_unix(path: &Path) -> io::Result<mio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ctx(e, "cannot set mode 0600 on"))?;
     Ok(l)
+}
+
+/// Refuses a socket directory someone else could swap the socket in: it
+/// must belong to us or root, and not be writable by others unless sticky.
+fn check_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    let me = crate::io::euid();
+    let foreign_owner = m.uid() != me && m.uid() != 0;
+    let open = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+    if foreign_owner || open {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {} or is writable by others: use a directory only you can write",
+                dir.display(),
+                m.uid()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Observe {
@@ -200,7 +222,7 @@ impl Observe {
             });
         } else if let Some(s) = self.metrics.as_mut().filter(|s| s.owns(token)) {
             s.ready(registry, token, now, &mut |req| {
-                super::metrics::step(req, || {
+                super::metrics::step(req, info.data_plane_up, || {
                     snapshot::status(engine, info, now, SystemTime::now())
                 })
             });
