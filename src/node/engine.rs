@@ -405,6 +405,7 @@ impl Engine {
     /// Handles a packet read from the local tunnel, at
     /// `buf[DATA_HEADER_LEN..][..len]`; `buf` should be [`BUF_LEN`] long.
     pub fn outbound(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Outbound<'_> {
+        self.last_now = now;
         let Some(packet) = buf.get(DATA_HEADER_LEN..DATA_HEADER_LEN + len) else {
             return self.drop_with(
                 DropReason::Malformed,
@@ -508,6 +509,7 @@ impl Engine {
         datagram: &'d mut [u8],
         reply: &'r mut [u8],
     ) -> Inbound<'d, 'r> {
+        self.last_now = now;
         // Only the length of a handshake answer is kept from this match, so
         // `reply` is free again afterwards for a reject reply.
         let (peer, packet) = match self.device.handle_datagram(now, src, datagram, reply) {

@@ -328,7 +328,6 @@ impl Engine {
         verdict: &Verdict,
         ingress: bool,
     ) {
-        self.last_now = now;
         let id = self.policy().id();
         let meta = self.meta.clone();
         self.record_ended(EndReason::Idle, id, &meta);
