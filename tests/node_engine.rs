@@ -544,6 +544,10 @@ fn records(m: &mut Mesh, i: usize) -> Vec<serde_json::Value> {
             line.ends_with('\n') && line.matches('\n').count() == 1,
             "{line}"
         );
+        // The flow-log reader of `umbra policy suggest/replay` takes it.
+        if let Err(e) = umbra::policy::flowlog::parse_line(line.trim_end().as_bytes()) {
+            panic!("the flow-log reader refuses {line}: {e}");
+        }
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         if let FlowItem::Record(_) = item {
