@@ -60,6 +60,15 @@ service iperf  role:bench  tcp/5201
 allow role:bench -> iperf
 EOF
 
+# cpu_ticks PID...: user+system clock ticks (1/100 s) the processes used.
+cpu_ticks() {
+    local p sum=0
+    for p in "$@"; do
+        sum=$((sum + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$sum"
+}
+
 # run_umbra [observe]: with "observe", both nodes log flows and serve
 # metrics, and a scraper fetches /metrics from both every second.
 run_umbra() {
@@ -77,8 +86,14 @@ run_umbra() {
         bash -c 'while :; do for h in a b; do on $h curl -sf -m 2 -o /dev/null http://127.0.0.1:9586/metrics || echo "scrape of $h failed" >&2; done; sleep 1; done' &
         scraper=$!
     fi
-    iperf_gbps 10.30.0.2
+    local t0 g t1
+    t0=$(cpu_ticks "$pa" "$pb")
+    g=$(iperf_gbps 10.30.0.2)
+    t1=$(cpu_ticks "$pa" "$pb")
     [[ -n $scraper ]] && kill "$scraper"
+    # Gbit/s, then CPU seconds both umbra processes spent per GB carried:
+    # less sensitive than throughput to what else the machine runs.
+    echo "$g $(awk -v t=$((t1 - t0)) -v g="$g" -v d="$DURATION" 'BEGIN { printf "%.2f", (t / 100) / (g * d / 8) }')"
     # SIGTERM: clean shutdown removes umbra0 in both namespaces.
     kill "$pa" "$pb"
     wait "$pa" "$pb" 2>/dev/null || true
@@ -120,15 +135,21 @@ echo "bench-throughput: iperf3 TCP ${DURATION} s, a -> b, $ROUNDS round(s); $(np
 echo "bench-throughput: umbra $UMBRA; $(boringtun-cli --version) (threads: ${BT_THREADS:-default})"
 underlay=$(iperf_gbps 198.51.100.2)
 printf '  %-28s %6s Gbit/s\n' "underlay (veth, no tunnel)" "$underlay"
-u_all=() b_all=() o_all=()
+u_all=() b_all=() o_all=() oc_all=() uc_all=()
 for ((r = 1; r <= ROUNDS; r++)); do
-    u=$(run_umbra)
-    printf '  %-28s %6s Gbit/s\n' "umbra <-> umbra" "$u"
-    if [[ ${OBSERVE:-0} == 1 ]]; then
-        o=$(run_umbra observe)
-        printf '  %-28s %6s Gbit/s\n' "umbra + flow log + metrics" "$o"
-        o_all+=("$o")
+    # With OBSERVE=1 the two umbra legs swap order every round, so neither
+    # always runs first (machine load drifts).
+    if [[ ${OBSERVE:-0} == 1 ]] && ((r % 2 == 0)); then
+        read -r o oc < <(run_umbra observe)
+        printf '  %-28s %6s Gbit/s  %5s CPU s/GB\n' "umbra + flow log + metrics" "$o" "$oc"
     fi
+    read -r u uc < <(run_umbra)
+    printf '  %-28s %6s Gbit/s  %5s CPU s/GB\n' "umbra <-> umbra" "$u" "$uc"
+    if [[ ${OBSERVE:-0} == 1 ]] && ((r % 2 == 1)); then
+        read -r o oc < <(run_umbra observe)
+        printf '  %-28s %6s Gbit/s  %5s CPU s/GB\n' "umbra + flow log + metrics" "$o" "$oc"
+    fi
+    [[ ${OBSERVE:-0} == 1 ]] && o_all+=("$o") && oc_all+=("$oc") && uc_all+=("$uc")
     b=$(run_boringtun)
     printf '  %-28s %6s Gbit/s\n' "boringtun <-> boringtun" "$b"
     u_all+=("$u") b_all+=("$b")
@@ -140,5 +161,13 @@ echo "bench-throughput: umbra $u_mean Gbit/s, boringtun-cli $b_mean Gbit/s, rati
 if [[ ${OBSERVE:-0} == 1 ]]; then
     o_mean=$(awk -v v="${o_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
     echo "bench-throughput: observability on $o_mean Gbit/s vs off $u_mean Gbit/s: $(awk -v o="$o_mean" -v u="$u_mean" 'BEGIN { printf "%+.1f %%", (o - u) / u * 100 }')"
+    # The median of the per-round on/off ratios: one disturbed round moves
+    # it less than it moves the means.
+    ratios=$(paste -d' ' <(printf '%s\n' "${o_all[@]}") <(printf '%s\n' "${u_all[@]}") | awk '{ printf "%.3f\n", $1 / $2 }')
+    median=$(sort -n <<<"$ratios" | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%+.1f %%", (m - 1) * 100 }')
+    echo "bench-throughput: per-round on/off ratios: $(tr '\n' ' ' <<<"$ratios")(median $median)"
+    cpu_on=$(awk -v v="${oc_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
+    cpu_off=$(awk -v v="${uc_all[*]}" 'BEGIN { n = split(v, a, " "); for (i in a) s += a[i]; printf "%.2f", s / n }')
+    echo "bench-throughput: umbra CPU per GB: observability on $cpu_on s, off $cpu_off s: $(awk -v o="$cpu_on" -v u="$cpu_off" 'BEGIN { printf "%+.1f %%", (o - u) / u * 100 }')"
     echo "bench-throughput: flow-log lines written: $(cat "$NETNS_DIR"/a.flows "$NETNS_DIR"/b.flows 2>/dev/null | wc -l)"
 fi
