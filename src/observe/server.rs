@@ -42,15 +42,18 @@ pub struct ObserveConfig {
     pub uapi_is_default: bool,
 }
 
-/// Binds `path`, or for a default path in use, warns and goes without.
+/// Binds `path`. A default path that cannot be used (in use by another
+/// node, a read-only or missing directory in a container, a directory
+/// someone else could write) is warned about and gone without; a path the
+/// operator asked for must work.
 fn bind_or_skip(
     path: &Path,
     default: bool,
     what: &str,
 ) -> Result<Option<mio::net::UnixListener>, String> {
-    match bind_unix(path) {
+    match bind_unix(path, default) {
         Ok(l) => Ok(Some(l)),
-        Err(e) if default && e.kind() == io::ErrorKind::AddrInUse => {
+        Err(e) if default => {
             crate::warn!("{what}: {e}; running without it (give a path of its own to have one)");
             Ok(None)
         }
@@ -69,7 +72,9 @@ pub struct Observe {
 /// Binds a Unix stream socket at `path`, mode 0600, creating its
 /// directory (0700 when it creates it). A stale socket file (nobody
 /// listening) is replaced; a live one is an error.
-pub fn bind_unix(path: &Path) -> io::Result<mio::net::UnixListener> {
+/// `check`: refuse a directory others could swap the socket in (for
+/// default paths; an explicit path is the operator's choice).
+pub fn bind_unix(path: &Path, check: bool) -> io::Result<mio::net::UnixListener> {
     let ctx = |e: io::Error, what: &str| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     };
@@ -78,7 +83,9 @@ pub fn bind_unix(path: &Path) -> io::Result<mio::net::UnixListener> {
             std::fs::create_dir_all(dir).map_err(|e| ctx(e, "cannot create the directory of"))?;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        check_dir(dir)?;
+        if check {
+            check_dir(dir)?;
+        }
     }
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if !m.file_type().is_socket() {
