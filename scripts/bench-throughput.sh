@@ -56,7 +56,7 @@ K_B=$(umbra_key b)
 cat >"$NETNS_DIR/mesh.policy" <<EOF
 node a  key $K_A  addr 10.30.0.1/24  endpoint 198.51.100.1:51820  roles bench
 node b  key $K_B  addr 10.30.0.2/24  endpoint 198.51.100.2:51820  roles bench
-service iperf  role:bench  tcp/5201
+service iperf  role:bench  tcp/5201 ping
 allow role:bench -> iperf
 EOF
 
@@ -91,12 +91,13 @@ run_umbra() {
     g=$(iperf_gbps 10.30.0.2)
     t1=$(cpu_ticks "$pa" "$pb")
     [[ -n $scraper ]] && kill "$scraper"
-    # Gbit/s, then CPU seconds both umbra processes spent per GB carried:
-    # less sensitive than throughput to what else the machine runs.
-    echo "$g $(awk -v t=$((t1 - t0)) -v g="$g" -v d="$DURATION" 'BEGIN { printf "%.2f", (t / 100) / (g * d / 8) }')"
     # SIGTERM: clean shutdown removes umbra0 in both namespaces.
     kill "$pa" "$pb"
     wait "$pa" "$pb" 2>/dev/null || true
+    # Gbit/s, then CPU seconds both umbra processes spent per GB carried:
+    # less sensitive than throughput to what else the machine runs. Printed
+    # last: the caller reads it and starts the next leg at once.
+    echo "$g $(awk -v t=$((t1 - t0)) -v g="$g" -v d="$DURATION" 'BEGIN { printf "%.2f", (t / 100) / (g * d / 8) }')"
 }
 
 BT_N=0

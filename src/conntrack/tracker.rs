@@ -391,10 +391,15 @@ impl Conntrack {
             self.conns.group_rotate(i);
         }
         if let Some((i, (alive, _, _))) = best {
-            self.conns.remove(i);
             match alive {
-                true => self.counters.evicted += 1,
-                false => self.counters.expired += 1,
+                true => {
+                    self.take(i, EndCause::Evicted);
+                    self.counters.evicted += 1;
+                }
+                false => {
+                    self.take(i, EndCause::Expired);
+                    self.counters.expired += 1;
+                }
             }
         }
     }
