@@ -118,8 +118,8 @@ echo "refused and audited flows"
 check "web -> db tcp/8080 (no rule) is dropped" fails on web ncat -w 1 10.30.0.3 8080 </dev/null
 check "web -> db tcp/9000 is rejected at once" bash -c "on web ncat -w 3 10.30.0.3 9000 </dev/null 2>&1 | grep -q 'refused'"
 check "web -> db tcp/22 (audit only) is dropped" fails on web ncat -w 1 10.30.0.3 22 </dev/null
-check "human log line for a refusal carries the policy id" grep -q "rejected by rule 'no-mgmt' (policy $ID1)" "$D/web.log"
-check "human log line for an audit carries the policy id" grep -q "audit rule 'try-ssh' (policy $ID1) would allow" "$D/web.log"
+check "human log line for a refusal carries the policy id" wait_for 3 grep -q "rejected by rule 'no-mgmt' (policy $ID1)" "$D/web.log"
+check "human log line for an audit carries the policy id" wait_for 3 grep -q "audit rule 'try-ssh' (policy $ID1) would allow" "$D/web.log"
 
 echo "reload cuts the connection"
 write_policy "" >"$D/mesh.policy.new" && mv "$D/mesh.policy.new" "$D/mesh.policy"
