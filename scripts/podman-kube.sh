@@ -11,8 +11,8 @@
 #     initiations and not one packet back;
 #   - a policy update made the kubelet's way (a new ..data symlink swapped
 #     over the old one) takes effect without a restart, and a broken update
-#     is refused while the last good policy keeps working (the readiness
-#     probe command fails meanwhile);
+#     is refused while the last good policy keeps working (the
+#     node stays ready on its last good policy and says so in `umbra status`);
 #   - the umbra processes run as UID/GID 65532 with no capabilities at all,
 #     no-new-privs and seccomp, on a read-only root (from /proc/PID/status);
 #   - a pod whose policy is broken never starts: its policy gate init
@@ -185,7 +185,8 @@ check "server-1's umbra is up with policy $v1" wait_log "$P-server-umbra" "umbra
 check "client-1's umbra is up with policy $v1" wait_log "$P-client-umbra" "umbra up: node client-1 .*policy $v1" 20
 podman ps -a --filter "name=^$P-" --format '  {{.Names}}: {{.Status}}'
 
-probe() { podman exec "$1" /usr/local/bin/umbra policy check /etc/umbra/policy/mesh.policy >/dev/null 2>&1; }
+probe() { podman exec "$1" /usr/local/bin/umbra status --check --control /run/umbra/control.sock >/dev/null 2>&1; }
+status_of() { podman exec "$1" /usr/local/bin/umbra status --control /run/umbra/control.sock 2>&1; }
 check "the sidecars' startup/readiness probe command passes" bash -c "$(declare -f probe); probe $P-client-umbra && probe $P-server-umbra"
 
 # get PORT [PATH]: an HTTP/1.0 GET from inside the client pod through its forward,
@@ -256,7 +257,8 @@ check "client-1's umbra was not restarted" [ "$(state "$P-client-umbra")" == "$c
 echo "a broken policy update is refused:"
 atomic "$W/policy" mesh.policy "$W/keys/broken.policy" 0644
 check "server-1 rejected it and kept $v2" wait_log "$P-server-umbra" "reload rejected.*$v2" 15
-check "the readiness probe command now fails (pod unready)" fails probe "$P-server-umbra"
+check "the node stays ready on its last good policy (probe passes)" probe "$P-server-umbra"
+check "umbra status shows $v2 still in force and the rejected reload" bash -c "$(declare -f status_of); st=\$(status_of $P-server-umbra); grep -q '$v2' <<<\"\$st\" && grep -Eq '[1-9][0-9]* rejected' <<<\"\$st\""
 check "still allowed under $v2: client -> server:9090" retry_get 9090 "admin: server internals" 10
 atomic "$W/policy" mesh.policy "$W/keys/v2.policy" 0644
 

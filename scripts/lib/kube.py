@@ -188,10 +188,14 @@ def sidecar_violations(spec):
     for m in node.get("volumeMounts") or []:
         if env.get("UMBRA_POLICY", "").startswith(m["mountPath"].rstrip("/") + "/") and m.get("subPath"):
             v.append("umbra: the policy is mounted with subPath (ConfigMap updates never arrive)")
+    args = node.get("args") or []
+    ctl = args[args.index("--control") + 1] if "--control" in args[:-1] else None
     for p in ("startupProbe", "readinessProbe"):
         cmd = ((node.get(p) or {}).get("exec") or {}).get("command") or []
         if not cmd or "umbra" not in cmd[0]:
             v.append("umbra: %s must run umbra" % p)
+        elif cmd[1:3] != ["status", "--check"] or ctl is None or cmd[3:5] != ["--control", ctl]:
+            v.append("umbra: %s must ask the node (`umbra status --check --control` its socket)" % p)
     return v
 
 
