@@ -381,16 +381,9 @@ fn event_loop<P: PacketIo>(
                         Ok(Some(Signal::Reload)) => {
                             info!("SIGHUP: re-reading {}", config.policy.display());
                             match watcher.force() {
-                                Some(Ok(text)) => {
-                                    let ok = lp.reload(config, &text, kernel.as_mut(), &own);
+                                Some(read) => {
+                                    let ok = lp.reload(config, read, kernel.as_mut(), &own);
                                     observe.reloaded(ok);
-                                }
-                                Some(Err(e)) => {
-                                    warn!(
-                                        "policy reload rejected, still running policy {}: {e}",
-                                        lp.engine.policy().id()
-                                    );
-                                    observe.reloaded(false);
                                 }
                                 None => info!("policy unchanged ({})", lp.engine.policy().id()),
                             }
@@ -409,20 +402,12 @@ fn event_loop<P: PacketIo>(
         observe.drain_flows(lp.engine, now);
         if now >= next_tick {
             lp.engine.tick(now, SystemTime::now());
-            match watcher.poll(now) {
-                Some(Ok(text)) => {
+            if let Some(read) = watcher.poll(now) {
+                if read.is_ok() {
                     info!("{} changed: reloading", config.policy.display());
-                    let ok = lp.reload(config, &text, kernel.as_mut(), &own);
-                    observe.reloaded(ok);
                 }
-                Some(Err(e)) => {
-                    warn!(
-                        "policy reload rejected, still running policy {}: {e}",
-                        lp.engine.policy().id()
-                    );
-                    observe.reloaded(false);
-                }
-                None => {}
+                let ok = lp.reload(config, read, kernel.as_mut(), &own);
+                observe.reloaded(ok);
             }
             lp.flush(now);
             lp.log_events();
@@ -581,14 +566,21 @@ impl<P: PacketIo> Loop<'_, P> {
     fn reload(
         &mut self,
         config: &UpConfig,
-        text: &str,
+        read: Result<String, String>,
         kernel: Option<&mut Kernel>,
         own: &[IpNet],
     ) -> bool {
         let old = self.engine.policy().id();
+        let text = match read {
+            Ok(text) => text,
+            Err(e) => {
+                warn!("policy reload rejected, still running policy {old}: {e}");
+                return false;
+            }
+        };
         let old_serves = self.engine.me().serves.clone();
         let name = config.policy.display().to_string();
-        let policy = match Policy::load(text, &name, SystemTime::now()) {
+        let policy = match Policy::load(&text, &name, SystemTime::now()) {
             Ok(p) => p,
             Err(e) => {
                 warn!(

@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use super::community_id::community_id_v1;
 use super::json::Obj;
@@ -23,16 +23,8 @@ pub const SCHEMA: u64 = 1;
 /// Most bytes buffered for a slow destination; past it records are lost.
 const MAX_PENDING: usize = 1 << 20;
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    let base = crate::time::format_rfc3339(secs);
-    let base = base.strip_suffix('Z').unwrap_or(&base);
-    format!("{base}.{:03}Z", d.subsec_millis())
-}
-
-fn transport(proto: u8) -> String {
+/// The flow log's `network.transport` name (also `umbra status`/`flows`).
+pub(crate) fn transport(proto: u8) -> String {
     match proto {
         6 => "tcp".into(),
         17 => "udp".into(),
@@ -56,7 +48,7 @@ pub fn community_id(r: &FlowRecord) -> String {
 /// happened; `observer` this node's name.
 pub fn render(out: &mut String, item: &FlowItem, wall: SystemTime, observer: &str) {
     let mut o = Obj::new(out);
-    o.str("@timestamp", &timestamp(wall))
+    o.str("@timestamp", &crate::time::format_rfc3339_millis(wall))
         .num("umbra.schema", SCHEMA);
     let r = match item {
         FlowItem::Suppressed { policy, count, .. } => {

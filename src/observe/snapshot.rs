@@ -56,16 +56,6 @@ pub fn drop_name(d: &DropReason) -> String {
     }
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "ipv6-icmp".into(),
-        n => n.to_string(),
-    }
-}
-
 fn state_name(s: FlowState) -> &'static str {
     match s {
         FlowState::Tcp(t) => match t {
@@ -130,7 +120,11 @@ pub fn status(engine: &Engine, info: &NodeInfo, now: Instant, wall: SystemTime) 
     let mut flows = std::collections::BTreeMap::<String, u64>::new();
     let ct = engine.conntrack();
     for e in ct.iter() {
-        let key = format!("{}/{}", proto_name(e.protocol().0), state_name(e.state()));
+        let key = format!(
+            "{}/{}",
+            super::flowlog::transport(e.protocol().0),
+            state_name(e.state())
+        );
         *flows.entry(key).or_insert(0) += 1;
     }
 
@@ -238,7 +232,7 @@ pub fn flows(engine: &Engine, peer: Option<&str>, now: Instant) -> Result<Flows,
         let (p0, p1) = e.packets();
         let (b0, b1) = e.bytes();
         out.flows.push(Flow {
-            proto: proto_name(proto),
+            proto: super::flowlog::transport(proto),
             src: addr(e.src()),
             src_port: sp,
             dst: addr(e.dst()),

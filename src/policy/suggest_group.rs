@@ -14,7 +14,7 @@ use super::ast::MAX_NAME;
 use super::flowlog_agg::Tally;
 use super::model::{Dest, Model, NodeId, RuleId};
 use super::net::IpNet;
-use super::ports::{has_ports, Flow, PortRange, ESP, GRE, ICMP, ICMP6, SCTP, TCP, UDP};
+use super::ports::{has_ports, proto_name, Flow, PortRange};
 use super::suggest_cover::{cover, roles_by_size};
 use super::Policy;
 
@@ -153,16 +153,8 @@ pub fn segment_label(m: &Model, s: Segment) -> String {
 
 fn ports_label(ports: &[PortRange]) -> String {
     let one = |r: &PortRange| {
-        let proto = match r.proto {
-            TCP => "tcp".to_string(),
-            UDP => "udp".into(),
-            ICMP => "icmp".into(),
-            ICMP6 => "icmp6".into(),
-            SCTP => "sctp".into(),
-            GRE => "gre".into(),
-            ESP => "esp".into(),
-            p => format!("proto{p}"),
-        };
+        // Labels become parts of names: `proto47`, not the policy's `proto/47`.
+        let proto = proto_name(r.proto).replace('/', "");
         if !has_ports(r.proto) || (r.lo == 0 && r.hi == u16::MAX) {
             proto
         } else if r.lo == r.hi {
@@ -326,6 +318,7 @@ pub fn group(p: &Policy, needs: &Needs, min_flows: u64) -> Grouped {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::ports::{TCP, UDP};
 
     fn r(proto: u8, lo: u16, hi: u16) -> PortRange {
         PortRange { proto, lo, hi }
