@@ -209,6 +209,11 @@ fn queue_is_bounded_while_handshaking() {
         (6..10).map(pkt).collect::<Vec<_>>(),
         "the newest four survive"
     );
+    assert_eq!(
+        a.dev.queue_dropped(),
+        6,
+        "the six oldest were dropped and counted"
+    );
 }
 
 #[test]

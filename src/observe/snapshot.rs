@@ -135,6 +135,7 @@ pub fn status(engine: &Engine, info: &NodeInfo, now: Instant, wall: SystemTime) 
             *drops.entry(drop_name(d)).or_insert(0) += n;
         }
     }
+    drops.insert("queue_full".into(), engine.device().queue_dropped());
     // Policy refusals, by why: no rule, a deny rule, reject, quarantine.
     for (verdict, rule, n) in &decisions {
         let reason = match (*verdict, rule.as_str()) {

@@ -145,9 +145,17 @@ pub struct Device {
     /// for handshake timestamps.
     epoch: (Instant, Duration),
     last_gc: Option<Instant>,
+    /// Packets dropped from a full queue while waiting for a handshake.
+    queue_dropped: u64,
 }
 
 impl Device {
+    /// Packets dropped, since start, because a peer's queue was full while
+    /// its handshake was in flight (the oldest go first).
+    pub fn queue_dropped(&self) -> u64 {
+        self.queue_dropped
+    }
+
     /// `now` and `wall` are the caller's clocks at the same moment; the
     /// device never reads a clock itself.
     pub fn new(
@@ -182,6 +190,7 @@ impl Device {
             pending: VecDeque::new(),
             epoch: (now, wall.duration_since(UNIX_EPOCH).unwrap_or_default()),
             last_gc: None,
+            queue_dropped: 0,
         }
     }
 

@@ -57,7 +57,9 @@ impl Device {
         let packet = buf
             .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
             .ok_or(SendError::BufferTooSmall)?;
-        peer.enqueue(packet, queue_limit);
+        if !peer.enqueue(packet, queue_limit) {
+            self.queue_dropped += 1;
+        }
         peer.want_initiation = true;
         Self::mark_pending(&mut self.pending, id, peer);
         Ok(Sent::Queued)
