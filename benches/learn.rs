@@ -10,6 +10,8 @@
 //! RECORDS=N changes the size, KEEP=1 keeps the generated log and the
 //! policies (for `umbra policy suggest/replay` by hand).
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::process::Command;
@@ -19,24 +21,10 @@ use umbra::keys::PublicKey;
 use umbra::policy::flowlog_agg::Observed;
 use umbra::policy::Policy;
 
+use common::Rng;
+
 const NODES: usize = 500;
 const ROLES: usize = 25;
-
-/// A small deterministic generator (xorshift), so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn addr(i: usize) -> String {
     let n = i + 1;

@@ -5,6 +5,8 @@
 //! policy with itself, and a fan-out `diff` of 3k vs 10k nodes (with the
 //! process's peak memory). Run with `cargo bench --bench policy`.
 
+mod common;
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,27 +14,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use umbra::keys::PublicKey;
 use umbra::policy::{NodeId, NodeTable, Policy};
 
+use common::Rng;
+
 const NODES: usize = 10_000;
 const SERVICES: usize = 1_000;
 const RULES: usize = 5_000;
 const ROLES: usize = 100;
 const GATEWAYS: usize = 20;
-
-/// A small deterministic generator (xorshift), so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn addr(i: usize) -> Ipv4Addr {
     let n = (i + 1) as u32;
