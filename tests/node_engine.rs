@@ -10,7 +10,7 @@ use flow_support::{echo, tcp, udp};
 use umbra::keys::{PresharedKey, PrivateKey};
 use umbra::node::engine::{DropReason, BUF_LEN};
 use umbra::node::events::Event;
-use umbra::node::{Engine, Inbound, Options, Outbound, PeerResolver};
+use umbra::node::{Action, Engine, Options, PeerResolver};
 use umbra::policy::{Host, Node, Policy};
 use umbra::tunnel::{Dropped, SeededEntropy};
 
@@ -127,16 +127,16 @@ impl Mesh {
         buf[16..16 + packet.len()].copy_from_slice(packet);
         let mut wire = Vec::new();
         let result = match self.nodes[from].outbound(self.now, &mut buf, packet.len()) {
-            Outbound::Send(t) => {
-                wire.push((underlay(from as u8), t.endpoint, buf[..t.len].to_vec()));
+            Action::Send(d) => {
+                wire.push((underlay(from as u8), d.to, d.bytes.to_vec()));
                 Ok(())
             }
-            Outbound::Queued => Ok(()),
-            Outbound::Local(reply) => {
-                self.delivered[from].push(reply.to_vec());
+            Action::Nothing => Ok(()),
+            Action::Deliver { packet, .. } => {
+                self.delivered[from].push(packet.to_vec());
                 Ok(())
             }
-            Outbound::Dropped(d) => Err(d),
+            Action::Dropped(d) => Err(d),
         };
         self.run(wire);
         result
@@ -162,8 +162,8 @@ impl Mesh {
         for _ in 0..50 {
             for (i, node) in self.nodes.iter_mut().enumerate() {
                 let mut buf = vec![0u8; BUF_LEN];
-                while let Some(t) = node.poll_transmit(self.now, &mut buf) {
-                    wire.push((underlay(i as u8), t.endpoint, buf[..t.len].to_vec()));
+                while let Some(d) = node.poll_transmit(self.now, &mut buf) {
+                    wire.push((underlay(i as u8), d.to, d.bytes.to_vec()));
                 }
             }
             if wire.is_empty() {
@@ -177,10 +177,9 @@ impl Mesh {
                 self.arrived[j] += 1;
                 let mut reply = vec![0u8; BUF_LEN];
                 match self.nodes[j].inbound(self.now, src, &mut d, &mut reply) {
-                    Inbound::Deliver(p, _) => self.delivered[j].push(p.to_vec()),
-                    Inbound::Reply(r) => wire.push((dst, src, r.to_vec())),
-                    Inbound::Send(t) => wire.push((dst, t.endpoint, reply[..t.len].to_vec())),
-                    Inbound::Nothing | Inbound::Dropped(_) => {}
+                    Action::Deliver { packet, .. } => self.delivered[j].push(packet.to_vec()),
+                    Action::Send(s) => wire.push((dst, s.to, s.bytes.to_vec())),
+                    Action::Nothing | Action::Dropped(_) => {}
                 }
             }
         }
@@ -309,11 +308,12 @@ fn spoofed_inner_source_is_dropped() {
     buf[16..16 + spoofed.len()].copy_from_slice(&spoofed);
     assert_eq!(
         evil.outbound(m.now, &mut buf, spoofed.len()),
-        Outbound::Queued
+        Action::Nothing
     );
     let t = evil.poll_transmit(m.now, &mut buf).unwrap();
+    let t = (t.to, t.bytes.to_vec());
     m.nodes[EVIL] = evil;
-    m.run(vec![(underlay(3), t.endpoint, buf[..t.len].to_vec())]);
+    m.run(vec![(underlay(3), t.0, t.1)]);
     assert!(m.arrived[DB] >= 2, "handshake and data reached db");
     assert!(m.take(DB).is_empty());
     assert_eq!(m.nodes[DB].drops().get(&DropReason::Spoofed), Some(&1));
@@ -350,10 +350,10 @@ fn unknown_key_gets_no_answer_at_all() {
         b"",
     );
     buf[16..16 + p.len()].copy_from_slice(&p);
-    assert_eq!(s.outbound(m.now, &mut buf, p.len()), Outbound::Queued);
+    assert_eq!(s.outbound(m.now, &mut buf, p.len()), Action::Nothing);
     let t = s.poll_transmit(m.now, &mut buf).unwrap();
-    assert_eq!(buf[0], 1, "a handshake initiation");
-    let mut d = buf[..t.len].to_vec();
+    assert_eq!(t.bytes[0], 1, "a handshake initiation");
+    let mut d = t.bytes.to_vec();
     let mut reply = vec![0u8; BUF_LEN];
     assert_eq!(
         m.nodes[DB].inbound(
@@ -362,7 +362,7 @@ fn unknown_key_gets_no_answer_at_all() {
             &mut d,
             &mut reply
         ),
-        Inbound::Dropped(DropReason::Tunnel(Dropped::UnknownPeer))
+        Action::Dropped(DropReason::Tunnel(Dropped::UnknownPeer))
     );
     assert!(m.nodes[DB].poll_transmit(m.now, &mut buf).is_none());
 }

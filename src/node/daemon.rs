@@ -1,39 +1,24 @@
-//! `umbra up`: the event loop that runs an [`Engine`] over real devices.
-//!
-//! One thread, one mio poll over the packet device (TUN), the UDP sockets
-//! (IPv4 and IPv6 on the same port) and a signalfd; timers run every
-//! [`TICK`]. Everything protocol- and policy-shaped happens in the engine;
-//! this file only moves bytes and reads the clock.
+//! `umbra up`: sets a node up (key, policy, engine, UDP sockets, TUN device
+//! and routes or the userspace stack, observability sockets), confines the
+//! process, then hands over to the [`super::event_loop`].
 
 use std::collections::BTreeSet;
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
-
-use super::engine::{Engine, Inbound, Options, Outbound, BUF_LEN};
+use super::engine::{Engine, Options, BUF_LEN};
 use super::resolve::FileResolver;
-use super::watch::Watcher;
 use crate::io::netlink::Netlink;
-use crate::io::signals::{Signal, Signals};
+use crate::io::signals::Signals;
 use crate::io::tun::Tun;
-use crate::io::udp::{recv_from, UdpPair};
-use crate::io::PacketIo;
+use crate::io::udp::UdpPair;
 use crate::keys::PrivateKey;
 use crate::observe::server::{Observe, ObserveConfig};
 use crate::observe::snapshot::NodeInfo;
 use crate::policy::{IpNet, Policy, PolicyError};
-use crate::tunnel::timers::TICK;
 use crate::tunnel::OsEntropy;
 use crate::wire::wg::DATA_HEADER_LEN;
 use crate::{info, warn};
-
-const PACKETS: Token = Token(0);
-const UDP4: Token = Token(1);
-const UDP6: Token = Token(2);
-const SIGNALS: Token = Token(3);
 
 /// The largest inner packet the buffers hold: what `drain_tunnel` reads
 /// into, after the data header, leaving room for padding and the tag.
@@ -75,10 +60,10 @@ pub struct UserspaceConfig {
 }
 
 /// The kernel side of TUN mode: the interface and the routes we installed.
-struct Kernel {
-    net: Netlink,
-    index: u32,
-    routes: BTreeSet<(String, u8)>,
+pub(super) struct Kernel {
+    pub(super) net: Netlink,
+    pub(super) index: u32,
+    pub(super) routes: BTreeSet<(String, u8)>,
 }
 
 /// Reads and loads the policy file, rendering errors for the terminal.
@@ -90,7 +75,7 @@ pub fn load_policy(path: &Path) -> Result<(String, Policy), String> {
 }
 
 /// One line for a log: the first error and how many more there are.
-fn one_line(e: &PolicyError) -> String {
+pub(super) fn one_line(e: &PolicyError) -> String {
     let mut errors = e.errors();
     let first = errors.next().map(|d| {
         let crate::policy::Span { line, col, .. } = d.span;
@@ -187,7 +172,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
             engine.device().peer_ids().count()
         );
         observe.info.data_plane_up = true;
-        return event_loop(
+        return super::event_loop::event_loop(
             &config,
             &mut engine,
             &mut stack,
@@ -232,7 +217,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     confine(&config, true, engine.policy())?;
     let kernel = Kernel { net, index, routes };
     observe.info.data_plane_up = true;
-    event_loop(
+    super::event_loop::event_loop(
         &config,
         &mut engine,
         &mut tun,
@@ -314,113 +299,9 @@ fn confine(config: &UpConfig, tun: bool, policy: &Policy) -> Result<(), String> 
     Ok(())
 }
 
-/// The event loop over any packet backend.
-#[allow(clippy::too_many_arguments)]
-fn event_loop<P: PacketIo>(
-    config: &UpConfig,
-    engine: &mut Engine,
-    packets: &mut P,
-    udp: &mut UdpPair,
-    mut signals: Signals,
-    mut kernel: Option<Kernel>,
-    text: &str,
-    observe: &mut Observe,
-) -> Result<(), String> {
-    let own = engine.me().addresses.clone();
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    packets
-        .register(poll.registry(), PACKETS)
-        .map_err(|e| e.to_string())?;
-    udp.register(poll.registry(), UDP4, UDP6)
-        .map_err(|e| e.to_string())?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| e.to_string())?;
-    observe
-        .register(poll.registry())
-        .map_err(|e| e.to_string())?;
-
-    let mut watcher = Watcher::new(&config.policy, text);
-    let mut lp = Loop {
-        engine,
-        tun: packets,
-        udp: &*udp,
-        buf: vec![0u8; BUF_LEN],
-        reply: vec![0u8; BUF_LEN],
-    };
-    lp.engine.connect_all();
-    lp.flush(Instant::now());
-    lp.log_events();
-
-    let mut events = Events::with_capacity(1024);
-    let mut next_tick = Instant::now() + TICK;
-    let mut stack_due: Option<Instant> = None;
-    loop {
-        let wake = stack_due.map_or(next_tick, |d| d.min(next_tick));
-        let timeout = wake.saturating_duration_since(Instant::now());
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(format!("event loop failed: {e}"));
-            }
-        }
-        let now = Instant::now();
-        for ev in events.iter() {
-            match ev.token() {
-                PACKETS => {
-                    lp.drain_tunnel(now);
-                }
-                UDP4 => lp.drain_network(now, false),
-                UDP6 => lp.drain_network(now, true),
-                SIGNALS => loop {
-                    match signals.read() {
-                        Ok(Some(Signal::Stop)) => {
-                            info!("stopping: removing {}", lp.tun.label());
-                            observe.shutdown(lp.engine, now);
-                            return Ok(());
-                        }
-                        Ok(Some(Signal::Reload)) => {
-                            info!("SIGHUP: re-reading {}", config.policy.display());
-                            match watcher.force() {
-                                Some(read) => {
-                                    let ok = lp.reload(config, read, kernel.as_mut(), &own);
-                                    observe.reloaded(ok);
-                                }
-                                None => info!("policy unchanged ({})", lp.engine.policy().id()),
-                            }
-                        }
-                        Ok(Some(Signal::Reopen)) => observe.reopen(),
-                        Ok(None) => break,
-                        Err(e) => return Err(format!("reading signals failed: {e}")),
-                    }
-                },
-                t if Observe::owns(t) => observe.ready(poll.registry(), t, lp.engine, now),
-                _ => lp.tun.ready(now, ev),
-            }
-        }
-        stack_due = lp.run_stack(now);
-        lp.flush(now);
-        observe.drain_flows(lp.engine, now);
-        if now >= next_tick {
-            lp.engine.tick(now, SystemTime::now());
-            if let Some(read) = watcher.poll(now) {
-                if read.is_ok() {
-                    info!("{} changed: reloading", config.policy.display());
-                }
-                let ok = lp.reload(config, read, kernel.as_mut(), &own);
-                observe.reloaded(ok);
-            }
-            lp.flush(now);
-            lp.log_events();
-            observe.drain_flows(lp.engine, now);
-            observe.tick(poll.registry(), now);
-            next_tick = now + TICK;
-        }
-    }
-}
-
 /// Installs routes for mesh networks not already on-link through one of
 /// our own address prefixes, and removes routes no longer needed.
-fn sync_routes(
+pub(super) fn sync_routes(
     net: &mut Netlink,
     index: u32,
     own: &[IpNet],
@@ -447,173 +328,6 @@ fn sync_routes(
         }
     }
     *installed = want;
-}
-
-struct Loop<'a, P: PacketIo> {
-    engine: &'a mut Engine,
-    tun: &'a mut P,
-    udp: &'a UdpPair,
-    buf: Vec<u8>,
-    reply: Vec<u8>,
-}
-
-impl<P: PacketIo> Loop<'_, P> {
-    fn send_udp(udp: &UdpPair, bytes: &[u8], to: SocketAddr) {
-        // A full socket buffer drops the datagram, as a router would.
-        if let Err(e) = udp.send_to(bytes, to) {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                crate::debug!("udp send to {to} failed: {e}");
-            }
-        }
-    }
-
-    /// Lets an in-process stack work, sending what it produces; returns
-    /// when it next needs polling.
-    fn run_stack(&mut self, now: Instant) -> Option<Instant> {
-        let mut due = None;
-        for _ in 0..16 {
-            due = self.tun.poll(now);
-            if due.is_none() || self.drain_tunnel(now) == 0 {
-                break;
-            }
-        }
-        due
-    }
-
-    /// Reads and sends every packet the local side has; returns how many.
-    fn drain_tunnel(&mut self, now: Instant) -> usize {
-        let mut count = 0;
-        loop {
-            let Some(room) = self.buf.get_mut(DATA_HEADER_LEN..BUF_LEN - 64) else {
-                return count;
-            };
-            let n = match self.tun.recv(room) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return count,
-                Err(e) => {
-                    warn!("reading {} failed: {e}", self.tun.label());
-                    return count;
-                }
-            };
-            count += 1;
-            match self.engine.outbound(now, &mut self.buf, n) {
-                Outbound::Send(t) => Self::send_udp(
-                    self.udp,
-                    self.buf.get(..t.len).unwrap_or_default(),
-                    t.endpoint,
-                ),
-                Outbound::Local(reply) => {
-                    let _ = self.tun.send(now, reply, None);
-                }
-                Outbound::Queued | Outbound::Dropped(_) => {}
-            }
-        }
-    }
-
-    fn drain_network(&mut self, now: Instant, v6: bool) {
-        loop {
-            let socket = if v6 {
-                self.udp.v6()
-            } else {
-                Some(self.udp.v4())
-            };
-            let Some(socket) = socket else { return };
-            let (n, src) = match recv_from(socket, &mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    crate::debug!("udp receive failed: {e}");
-                    return;
-                }
-            };
-            let Some(datagram) = self.buf.get_mut(..n) else {
-                continue;
-            };
-            match self.engine.inbound(now, src, datagram, &mut self.reply) {
-                Inbound::Deliver(p, info) => {
-                    if let Err(e) = self.tun.send(now, p, Some(&info)) {
-                        crate::debug!("writing to {} failed: {e}", self.tun.label());
-                    }
-                }
-                Inbound::Reply(r) => Self::send_udp(self.udp, r, src),
-                Inbound::Send(t) => Self::send_udp(
-                    self.udp,
-                    self.reply.get(..t.len).unwrap_or_default(),
-                    t.endpoint,
-                ),
-                Inbound::Nothing | Inbound::Dropped(_) => {}
-            }
-        }
-    }
-
-    /// Sends everything the tunnel engine has queued.
-    fn flush(&mut self, now: Instant) {
-        while let Some(t) = self.engine.poll_transmit(now, &mut self.buf) {
-            Self::send_udp(
-                self.udp,
-                self.buf.get(..t.len).unwrap_or_default(),
-                t.endpoint,
-            );
-        }
-    }
-
-    fn log_events(&mut self) {
-        while let Some(e) = self.engine.poll_event() {
-            crate::log::log(e.level(), format_args!("{e}"));
-        }
-    }
-
-    fn reload(
-        &mut self,
-        config: &UpConfig,
-        read: Result<String, String>,
-        kernel: Option<&mut Kernel>,
-        own: &[IpNet],
-    ) -> bool {
-        let old = self.engine.policy().id();
-        let text = match read {
-            Ok(text) => text,
-            Err(e) => {
-                warn!("policy reload rejected, still running policy {old}: {e}");
-                return false;
-            }
-        };
-        let old_serves = self.engine.me().serves.clone();
-        let name = config.policy.display().to_string();
-        let policy = match Policy::load(&text, &name, SystemTime::now()) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(
-                    "policy reload rejected, still running policy {old}: {}",
-                    one_line(&e)
-                );
-                return false;
-            }
-        };
-        let mut resolver = FileResolver::new(&config.policy, &config.hosts_file);
-        if let Err(e) = self.engine.reload(policy, &mut resolver, SystemTime::now()) {
-            warn!("policy reload rejected, still running policy {old}: {e}");
-            return false;
-        }
-        if self.engine.me().addresses != own {
-            warn!(
-                "this node's tunnel addresses changed in the policy; restart umbra to apply them"
-            );
-        }
-        if let Some(k) = kernel {
-            sync_routes(
-                &mut k.net,
-                k.index,
-                own,
-                &self.engine.routed_networks(),
-                &mut k.routes,
-            );
-        } else if self.engine.me().serves != old_serves {
-            warn!("this node's served networks changed in the policy; restart umbra to apply them to the userspace stack");
-        }
-        self.log_events();
-        true
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! The mesh node: [`engine`] is the sans-IO core; the rest is the edge that
 //! runs it over a TUN device, UDP sockets, signals and the policy file.
 
+mod action;
 pub mod daemon;
 pub mod engine;
+mod event_loop;
 pub mod events;
 pub mod flows;
+mod reload;
+mod report;
 pub mod routes;
 pub mod settings;
 
-pub use engine::{Engine, Inbound, Options, Outbound, PeerResolver, ReloadError};
+pub use engine::{Action, Datagram, DropReason, Engine, Options, PeerResolver, ReloadError};
 pub mod resolve;
 pub mod watch;
