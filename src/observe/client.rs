@@ -71,7 +71,7 @@ pub fn ask(path: &Path, req: &Request) -> Result<Response, String> {
                 path.display()
             ));
         }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

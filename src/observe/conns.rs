@@ -218,8 +218,7 @@ impl Server {
                         return false;
                     }
                     Ok(n) => {
-                        c.request
-                            .extend_from_slice(buf.get(..n).unwrap_or_default());
+                        c.request.extend_from_slice(&buf[..n]);
                         if c.request.len() > max {
                             stats.dropped += 1;
                             return false;
@@ -252,7 +251,7 @@ impl Server {
             }
         }
         while c.sent < c.answer.len() {
-            match c.stream.write(c.answer.get(c.sent..).unwrap_or_default()) {
+            match c.stream.write(&c.answer[c.sent..]) {
                 Ok(0) => return false,
                 Ok(n) => c.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,

@@ -230,7 +230,7 @@ impl FlowLog {
     pub fn flush(&mut self) {
         let mut done = 0;
         while done < self.pending.len() {
-            let chunk = self.pending.get(done..).unwrap_or_default();
+            let chunk = &self.pending[done..];
             let r = match &mut self.sink {
                 Sink::Stdout => io::stdout().lock().write(chunk),
                 Sink::File(f) => f.write(chunk),

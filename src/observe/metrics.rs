@@ -227,7 +227,7 @@ pub fn step(req: &[u8], up: bool, status: impl FnOnce() -> Status) -> Step {
     let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Step::More;
     };
-    let head = req.get(..end).unwrap_or_default();
+    let head = &req[..end];
     let Ok(head) = std::str::from_utf8(head) else {
         return Step::Reply(response("400 Bad Request", "text/plain", "bad request\n"));
     };

@@ -160,7 +160,8 @@ impl std::fmt::Display for FrameError {
 
 /// Encodes a message as a whole frame (length prefix included).
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let body = postcard::to_allocvec(msg).unwrap_or_default();
+    // Our own message types always serialize; a failure is a bug.
+    let body = postcard::to_allocvec(msg).expect("control message serializes");
     let len = body.len() + 2;
     let mut out = Vec::with_capacity(4 + len);
     out.extend_from_slice(&(len as u32).to_be_bytes());
@@ -193,7 +194,7 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     if version != VERSION {
         return Err(FrameError::Version(version));
     }
-    let rest = body.get(2..).unwrap_or_default();
+    let rest = &body[2..];
     match postcard::take_from_bytes::<T>(rest) {
         Ok((msg, [])) => Ok(msg),
         _ => Err(FrameError::Garbage),

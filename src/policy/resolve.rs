@@ -221,11 +221,8 @@ impl Model {
                     }
                     Target::Role(r) => {
                         if let Some(rid) = self.role(r, t.span, errs) {
-                            let members = self
-                                .roles
-                                .get(rid as usize)
-                                .map(|r| r.members.clone())
-                                .unwrap_or_default();
+                            // `role` returned an index into `roles`.
+                            let members = self.roles[rid as usize].members.clone();
                             for id in members {
                                 if let Some(n) = self.nodes.get(id.index()) {
                                     self.host_dests(n, &mut dests);
@@ -419,11 +416,7 @@ impl Model {
         match e {
             EndRef::Everyone => self.nodes.iter().map(|n| n.id).collect(),
             EndRef::Role(r) => match self.role_by_name.get(r) {
-                Some(&rid) => self
-                    .roles
-                    .get(rid as usize)
-                    .map(|r| r.members.clone())
-                    .unwrap_or_default(),
+                Some(&rid) => self.roles[rid as usize].members.clone(),
                 None => {
                     errs.push(unknown(
                         span,

@@ -131,7 +131,8 @@ impl<'a> Initiation<'a> {
     }
     /// Ephemeral, encrypted static and encrypted timestamp: the Noise message.
     pub fn noise(&self) -> &'a [u8] {
-        self.b.get(8..8 + INITIATION_NOISE_LEN).unwrap_or_default()
+        // The length was checked when the view was made.
+        &self.b[8..8 + INITIATION_NOISE_LEN]
     }
     pub fn mac1(&self) -> [u8; MAC_LEN] {
         field(self.b, INIT_MAC1)
@@ -168,7 +169,7 @@ impl<'a> Response<'a> {
     }
     /// Ephemeral and encrypted empty payload: the Noise message.
     pub fn noise(&self) -> &'a [u8] {
-        self.b.get(12..12 + RESPONSE_NOISE_LEN).unwrap_or_default()
+        &self.b[12..12 + RESPONSE_NOISE_LEN]
     }
     pub fn mac1(&self) -> [u8; MAC_LEN] {
         field(self.b, RESP_MAC1)
