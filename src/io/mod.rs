@@ -14,6 +14,7 @@ pub mod signals;
 pub mod sockopt;
 pub mod tun;
 pub mod udp;
+pub mod udp_batch;
 
 use std::io;
 use std::time::Instant;

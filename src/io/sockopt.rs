@@ -97,3 +97,53 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+fn set_udp_int(sock: &impl AsRawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `sock` is an open socket for the duration of the call, and
+    // the option value points to a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Turns UDP generic receive offload on or off (`UDP_GRO`, Linux 5.0+):
+/// with it on, the kernel may hand over several datagrams from one sender
+/// as one message plus a `UDP_GRO` control message giving the segment
+/// size. Only for sockets read with [`super::udp_batch::UdpRx`], which
+/// splits them again; a plain `recv_from` would see the coalesced bytes.
+pub fn set_udp_gro(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
+    set_udp_int(sock, libc::UDP_GRO, libc::c_int::from(on))
+}
+
+/// Whether the kernel knows UDP generic segmentation offload
+/// (`UDP_SEGMENT`, Linux 4.18+) on this socket. A kernel without it would
+/// silently ignore the control message and send one oversized datagram,
+/// so the option is probed before any segmented send.
+pub fn udp_segment_supported(sock: &impl AsRawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `sock` is an open socket for the duration of the call; the
+    // kernel writes at most `len` bytes into the live c_int `value` and
+    // updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+}

@@ -129,6 +129,21 @@ impl UdpPair {
         self.v6.as_ref()
     }
 
+    /// Turns UDP GRO on for both sockets where the kernel has it (Linux
+    /// 5.0+); returns whether it is on for every socket. Only for a pair
+    /// read with [`super::udp_batch::UdpRx`], which splits coalesced
+    /// messages; [`recv_from`] would hand them over whole.
+    pub fn enable_gro(&self) -> bool {
+        let mut all = true;
+        for socket in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
+            if let Err(e) = super::sockopt::set_udp_gro(socket, true) {
+                crate::debug!("UDP GRO not available: {e}");
+                all = false;
+            }
+        }
+        all
+    }
+
     /// Registers both sockets for reading with their own tokens, so the
     /// event loop knows which one to drain.
     pub fn register(
@@ -162,7 +177,8 @@ impl UdpPair {
 }
 
 /// Receives one datagram and its sender's address (v4-mapped IPv6
-/// addresses are turned into IPv4 ones). `WouldBlock` means drained.
+/// addresses are turned into IPv4 ones). `WouldBlock` means drained. Not
+/// for a socket with GRO on (see [`UdpPair::enable_gro`]).
 pub fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     let (n, from) = socket.recv_from(buf)?;
     Ok((n, canonical(from)))
