@@ -16,6 +16,7 @@ pub mod cookie;
 pub mod crypto;
 pub mod device;
 pub mod handshake;
+pub(crate) mod keypairs;
 pub mod peer;
 pub mod ratelimit;
 pub mod replay;

@@ -124,7 +124,7 @@ impl Device {
                 .peers
                 .iter()
                 .flatten()
-                .flat_map(|p| [p.configured_endpoint, p.config.endpoint])
+                .flat_map(|p| p.endpoints())
                 .flatten()
                 .map(|e| e.ip());
             self.known.rebuild(ips);

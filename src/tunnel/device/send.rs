@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use super::{Device, SendError, Sent, Transmit};
 use crate::tunnel::handshake::{Identity, InitiatorHandshake};
-use crate::tunnel::peer::{PeerId, PendingHandshake};
-use crate::tunnel::timers::{MAX_HANDSHAKE_ATTEMPTS, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS};
+use crate::tunnel::peer::{Peer, PeerId, PendingHandshake, Retransmit};
+use crate::tunnel::timers::REKEY_TIMEOUT_JITTER_MAX_MS;
 use crate::wire::wg::{self, DATA_HEADER_LEN, INITIATION_LEN};
 
 impl Device {
@@ -32,27 +32,18 @@ impl Device {
             .get_mut(id.0 as usize)
             .and_then(Option::as_mut)
             .ok_or(SendError::UnknownPeer)?;
-        if let (Some(endpoint), Some(keypair)) = (peer.config.endpoint, peer.current.as_mut()) {
-            if let Some(n) = keypair.seal(buf, len, now) {
-                let rekey = keypair.wants_rekey_on_send(now);
-                peer.stats.tx_bytes += n as u64;
-                peer.stats.tx_packets += 1;
-                peer.timers.any_authenticated_sent();
-                peer.timers.any_authenticated_traversal(now);
-                peer.timers.data_sent(now);
-                if rekey {
-                    peer.want_initiation = true;
-                    Self::mark_pending(&mut self.pending, id, peer);
-                }
-                return Ok(Sent::Now(Transmit {
-                    peer: id,
-                    endpoint,
-                    len: n,
-                }));
-            }
-        }
-        if peer.config.endpoint.is_none() {
+        let Some(endpoint) = peer.endpoint() else {
             return Err(SendError::NoEndpoint);
+        };
+        if let Some((n, rekey)) = peer.seal(now, buf, len) {
+            if rekey && peer.want_initiation() {
+                self.pending.push_back(id);
+            }
+            return Ok(Sent::Now(Transmit {
+                peer: id,
+                endpoint,
+                len: n,
+            }));
         }
         let packet = buf
             .get(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
@@ -60,8 +51,9 @@ impl Device {
         if !peer.enqueue(packet, queue_limit) {
             self.queue_dropped += 1;
         }
-        peer.want_initiation = true;
-        Self::mark_pending(&mut self.pending, id, peer);
+        if peer.want_initiation() {
+            self.pending.push_back(id);
+        }
         Ok(Sent::Queued)
     }
 
@@ -77,34 +69,29 @@ impl Device {
         for (slot, entry) in self.peers.iter_mut().enumerate() {
             let Some(peer) = entry.as_mut() else { continue };
             let id = PeerId(slot as u32);
-            let due = peer.timers.due(now);
+            let due = peer.due(now);
             if due.retransmit_handshake {
-                if peer.attempts >= MAX_HANDSHAKE_ATTEMPTS {
-                    // Give up: drop what waited and let the keys age out.
-                    if let Some(h) = peer.handshake.take() {
-                        self.indices.remove(&h.local_index);
+                match peer.retransmit_due(now) {
+                    Retransmit::Again => {
+                        if peer.want_initiation() {
+                            self.pending.push_back(id);
+                        }
                     }
-                    while let Some(b) = peer.queue.pop_front() {
-                        peer.recycle(b);
+                    Retransmit::GaveUp(index) => {
+                        if let Some(index) = index {
+                            self.indices.remove(&index);
+                        }
                     }
-                    peer.timers.handshake_abandoned(now);
-                    peer.cookie_retried = false;
-                } else {
-                    peer.attempts += 1;
-                    peer.want_initiation = true;
-                    Self::mark_pending(&mut self.pending, id, peer);
                 }
             }
-            if due.new_handshake {
-                peer.want_initiation = true;
-                Self::mark_pending(&mut self.pending, id, peer);
+            if due.new_handshake && peer.want_initiation() {
+                self.pending.push_back(id);
             }
-            if due.send_keepalive || due.persistent_keepalive {
-                peer.want_keepalive = true;
-                Self::mark_pending(&mut self.pending, id, peer);
+            if (due.send_keepalive || due.persistent_keepalive) && peer.want_keepalive() {
+                self.pending.push_back(id);
             }
             if due.zero_keys {
-                for index in peer.indices().collect::<Vec<_>>() {
+                for index in peer.indices() {
                     self.indices.remove(&index);
                 }
                 peer.zero_keys();
@@ -117,7 +104,7 @@ impl Device {
         self.peers
             .iter()
             .flatten()
-            .filter_map(|p| p.timers.next_deadline())
+            .filter_map(Peer::next_deadline)
             .min()
     }
 
@@ -131,7 +118,7 @@ impl Device {
             }
             self.pending.pop_front();
             if let Some(peer) = self.peer_mut(id) {
-                peer.in_pending = false;
+                peer.left_pending();
             }
         }
         None
@@ -139,8 +126,8 @@ impl Device {
 
     fn transmit_for(&mut self, now: Instant, id: PeerId, buf: &mut [u8]) -> Option<Transmit> {
         let peer = self.peer_mut(id)?;
-        let endpoint = peer.config.endpoint?;
-        if std::mem::take(&mut peer.want_initiation) {
+        let endpoint = peer.endpoint()?;
+        if peer.take_want_initiation() {
             if let Some(len) = self.write_initiation(now, id, buf) {
                 return Some(Transmit {
                     peer: id,
@@ -149,44 +136,18 @@ impl Device {
                 });
             }
         }
-        let peer = self.peer_mut(id)?;
-        let keypair = peer.current.as_mut().filter(|k| k.can_send(now))?;
-        let (len, data) = match peer.queue.pop_front() {
-            Some(packet) => {
-                let n = packet.len();
-                let fits = buf
-                    .get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + n)
-                    .map(|dst| dst.copy_from_slice(&packet));
-                peer.spare.push(packet);
-                (fits.map(|_| n)?, true)
-            }
-            None if std::mem::take(&mut peer.want_keepalive) => (0, false),
-            None => return None,
-        };
-        let n = keypair.seal(buf, len, now)?;
-        peer.want_keepalive = false;
-        peer.stats.tx_bytes += n as u64;
-        peer.stats.tx_packets += 1;
-        peer.timers.any_authenticated_sent();
-        peer.timers.any_authenticated_traversal(now);
-        if data {
-            peer.timers.data_sent(now);
-        }
+        let len = self.peer_mut(id)?.seal_waiting(now, buf)?;
         Some(Transmit {
             peer: id,
             endpoint,
-            len: n,
+            len,
         })
     }
 
     /// Builds a handshake initiation to `id` into `buf`, at most one per
     /// REKEY_TIMEOUT, replacing any initiation still in flight.
     fn write_initiation(&mut self, now: Instant, id: PeerId, buf: &mut [u8]) -> Option<usize> {
-        let recent = self
-            .peer(id)?
-            .last_initiation_sent
-            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT);
-        if recent {
+        if self.peer(id)?.initiated_recently(now) {
             return None;
         }
         let out: &mut [u8; INITIATION_LEN] = buf.get_mut(..INITIATION_LEN)?.try_into().ok()?;
@@ -206,8 +167,8 @@ impl Device {
         let mut noise = [0u8; wg::INITIATION_NOISE_LEN];
         let started = InitiatorHandshake::start(
             identity,
-            &peer.config.public_key,
-            &peer.config.preshared_key,
+            &peer.config().public_key,
+            &peer.config().preshared_key,
             *seed,
             timestamp,
             &mut noise,
@@ -218,19 +179,15 @@ impl Device {
         };
         wg::write_initiation(out, local_index, &noise);
         peer.jar.stamp(now, out);
-        if let Some(old) = peer.handshake.replace(PendingHandshake {
+        let pending = PendingHandshake {
             state,
             local_index,
             seed,
             timestamp,
-        }) {
-            self.indices.remove(&old.local_index);
+        };
+        if let Some(old) = peer.initiation_sent(now, jitter, pending) {
+            self.indices.remove(&old);
         }
-        peer.last_initiation_sent = Some(now);
-        peer.stats.tx_bytes += INITIATION_LEN as u64;
-        peer.timers.handshake_initiated(now, jitter);
-        peer.timers.any_authenticated_sent();
-        peer.timers.any_authenticated_traversal(now);
         Some(INITIATION_LEN)
     }
 
@@ -238,8 +195,9 @@ impl Device {
     /// start-up so sessions exist before the first packet).
     pub fn initiate(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) {
-            peer.want_initiation = true;
-            Self::mark_pending(&mut self.pending, id, peer);
+            if peer.want_initiation() {
+                self.pending.push_back(id);
+            }
         }
     }
 }
