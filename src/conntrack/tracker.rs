@@ -1,4 +1,5 @@
-//! The tracker itself: lookup, admission, expiry, eviction, retain.
+//! The tracker itself: its tables, lookup and admission. Expiry and
+//! eviction are in `expiry`, reload-time pruning in `reload`.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +7,7 @@ use super::ended::{EndCause, Ended, EndedQueue};
 use super::entry::{Conn, Entry};
 use super::frag::{Frag, FragKey};
 use super::key::Key;
-use super::state::{tcp_step, Class, FlowState, TcpState, TcpStep, ALL_CLASSES, CLASSES};
+use super::state::{tcp_step, FlowState, TcpState, TcpStep, CLASSES};
 use super::table::Table;
 use super::{Config, Counters, Direction, Match, NotTracked, PeerId, RuleId};
 use crate::wire::classify::{Embedded, IcmpKind, PacketInfo, Transport};
@@ -15,17 +16,15 @@ use crate::wire::tcp::TcpFlags;
 /// A fixed-capacity connection tracker. See the [module docs](super) for
 /// the calling protocol.
 pub struct Conntrack {
-    config: Config,
-    conns: Table<Key, Conn>,
-    frags: Table<FragKey, Frag>,
-    counters: Counters,
+    pub(super) config: Config,
+    pub(super) conns: Table<Key, Conn>,
+    pub(super) frags: Table<FragKey, Frag>,
+    pub(super) counters: Counters,
     ended: EndedQueue,
 }
 
-/// Entries an eviction examines at most (per class list, or of one peer).
-const EVICTION_LOOKS: usize = 8;
-
-fn expired(last: Instant, timeout: Duration, now: Instant) -> bool {
+/// Whether an entry last seen at `last` has outlived `timeout` at `now`.
+pub(super) fn expired(last: Instant, timeout: Duration, now: Instant) -> bool {
     now.saturating_duration_since(last) >= timeout
 }
 
@@ -59,7 +58,7 @@ impl Conntrack {
     }
 
     /// Removes slot `i`, reporting the flow if asked to.
-    fn take(&mut self, i: u32, cause: EndCause) {
+    pub(super) fn take(&mut self, i: u32, cause: EndCause) {
         if let Some((key, conn)) = self.conns.remove(i) {
             self.ended.push(key, conn, cause);
         }
@@ -353,228 +352,6 @@ impl Conntrack {
             first_seen: now,
         };
         self.frags.insert(key, frag, 0, 0);
-    }
-
-    /// The entry at the head of a class list, with the deadline its list
-    /// position implies (from `queued`) and its real one (from
-    /// `last_seen`); `None` deadlines mean never.
-    fn head_deadline(&self, class: Class) -> Option<(u32, Option<Instant>, Option<Instant>)> {
-        let i = self.conns.head(class as usize)?;
-        let (_, c) = self.conns.get(i)?;
-        let t = class.timeout(&self.config.timeouts);
-        Some((i, c.queued.checked_add(t), c.last_seen.checked_add(t)))
-    }
-
-    /// The peer is at its share: one of its own flows makes room. Looks at
-    /// up to [`EVICTION_LOOKS`] of its flows, oldest admitted first, and
-    /// takes the expired, else unassured, else least recently seen one; the
-    /// others move to the back of the peer's list, so the next eviction
-    /// looks at different flows and an active flow is not picked again and
-    /// again.
-    fn evict_of_peer(&mut self, now: Instant, peer: PeerId) {
-        let timeouts = self.config.timeouts;
-        let mut best: Option<(u32, (bool, bool, Instant))> = None;
-        let looks = EVICTION_LOOKS.min(self.conns.group_len(peer.0));
-        for _ in 0..looks {
-            let Some(i) = self.conns.group_head(peer.0) else {
-                break;
-            };
-            let Some((_, c)) = self.conns.get(i) else {
-                break;
-            };
-            let class = c.state.class();
-            let gone = expired(c.last_seen, class.timeout(&timeouts), now);
-            let rank = (!gone, class.assured(), c.last_seen);
-            if best.is_none_or(|(_, r)| rank < r) {
-                best = Some((i, rank));
-            }
-            self.conns.group_rotate(i);
-        }
-        if let Some((i, (alive, _, _))) = best {
-            match alive {
-                true => {
-                    self.take(i, EndCause::Evicted);
-                    self.counters.evicted += 1;
-                }
-                false => {
-                    self.take(i, EndCause::Expired);
-                    self.counters.expired += 1;
-                }
-            }
-        }
-    }
-
-    /// Eviction looks only at list heads, which are the least recently
-    /// *queued* entries of each class: an approximation of least recently
-    /// seen that costs O(classes) instead of a scan. A head refreshed since
-    /// it was queued is requeued first (up to [`EVICTION_LOOKS`] per class),
-    /// as `expire` does, so a flow that is still active is not taken
-    /// because it is old.
-    fn evict_one(&mut self, now: Instant) {
-        for class in ALL_CLASSES {
-            for _ in 0..EVICTION_LOOKS {
-                let Some(i) = self.conns.head(class as usize) else {
-                    break;
-                };
-                let Some(c) = self.conns.get_mut(i) else {
-                    break;
-                };
-                if c.last_seen <= c.queued {
-                    break;
-                }
-                c.queued = c.last_seen;
-                self.conns.touch(i, class as usize);
-            }
-        }
-        let mut best: Option<(u32, Option<Instant>, bool)> = None;
-        for class in ALL_CLASSES {
-            let Some((i, _, deadline)) = self.head_deadline(class) else {
-                continue;
-            };
-            // Rank: expired first, then unassured before assured, then the
-            // earliest deadline (None means "never", the latest).
-            let rank = |(d, assured): (Option<Instant>, bool)| {
-                let gone = d.is_some_and(|d| d <= now);
-                (!gone, assured, d.is_none(), d)
-            };
-            let cand = (deadline, class.assured());
-            if best.is_none_or(|(_, d, a)| rank(cand) < rank((d, a))) {
-                best = Some((i, deadline, class.assured()));
-            }
-        }
-        if let Some((i, deadline, _)) = best {
-            if deadline.is_some_and(|d| d <= now) {
-                self.take(i, EndCause::Expired);
-                self.counters.expired += 1;
-            } else {
-                self.take(i, EndCause::Evicted);
-                self.counters.evicted += 1;
-            }
-        }
-    }
-
-    /// Removes every flow and fragment entry that has timed out; returns
-    /// how many flows went.
-    ///
-    /// Walks each class list from its head while the list position says
-    /// the entry may have expired: expired entries are removed, entries
-    /// refreshed since they were queued are requeued at the tail with their
-    /// real deadline. Each entry is requeued at most once per call, so the
-    /// cost is O(removed + requeued + classes), amortised O(1) per flow per
-    /// timeout period.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let mut n = 0;
-        for class in ALL_CLASSES {
-            while let Some((i, queued, real)) = self.head_deadline(class) {
-                if real.is_some_and(|d| d <= now) {
-                    self.take(i, EndCause::Expired);
-                    n += 1;
-                } else if queued.is_some_and(|d| d <= now) {
-                    if let Some(c) = self.conns.get_mut(i) {
-                        c.queued = c.last_seen;
-                    }
-                    self.conns.touch(i, class as usize);
-                } else {
-                    break;
-                }
-            }
-        }
-        self.counters.expired += n as u64;
-        let t = self.config.timeouts.fragment;
-        while let Some(i) = self.frags.head(0) {
-            match self.frags.get(i) {
-                Some((_, f)) if expired(f.first_seen, t, now) => {
-                    self.frags.remove(i);
-                }
-                _ => break,
-            }
-        }
-        n
-    }
-
-    /// The earliest instant at which some entry will expire, for a node
-    /// that would rather arm a timer than poll.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        let conns = ALL_CLASSES.iter().filter_map(|&c| self.head_deadline(c)?.1);
-        let frags = self
-            .frags
-            .head(0)
-            .and_then(|i| self.frags.get(i))
-            .and_then(|(_, f)| f.first_seen.checked_add(self.config.timeouts.fragment));
-        conns.chain(frags).min()
-    }
-
-    /// Keeps only the flows for which `keep` returns true; returns how many
-    /// were removed. Fragment entries of removed flows go too, so a cut
-    /// flow's fragments stop at once. O(capacity): meant for policy reloads.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Entry<'_>) -> bool) -> usize {
-        let doomed: Vec<u32> = self
-            .conns
-            .occupied()
-            .filter(|&i| match self.conns.get(i) {
-                Some((key, conn)) => !keep(&Entry { key, conn }),
-                None => false,
-            })
-            .collect();
-        for &i in &doomed {
-            self.take(i, EndCause::Removed);
-        }
-        self.drop_orphan_fragments();
-        self.counters.removed += doomed.len() as u64;
-        doomed.len()
-    }
-
-    /// Forgets fragment entries whose flow is gone.
-    fn drop_orphan_fragments(&mut self) {
-        let orphans: Vec<u32> = self
-            .frags
-            .occupied()
-            .filter(|&i| match self.frags.get(i) {
-                Some((_, f)) => self.conns.generation(f.owner) != Some(f.owner_generation),
-                None => false,
-            })
-            .collect();
-        for i in orphans {
-            self.frags.remove(i);
-        }
-    }
-
-    /// Like [`Conntrack::retain`], but `judge` also names the rule a kept
-    /// flow is now admitted by (`None` removes it), so after a policy
-    /// reload every flow points at a rule of the policy in force.
-    pub fn rejudge(&mut self, mut judge: impl FnMut(&Entry<'_>) -> Option<RuleId>) -> usize {
-        let verdicts: Vec<(u32, Option<RuleId>)> = self
-            .conns
-            .occupied()
-            .filter_map(|i| {
-                let (key, conn) = self.conns.get(i)?;
-                Some((i, judge(&Entry { key, conn })))
-            })
-            .collect();
-        let mut removed = 0;
-        for (i, verdict) in verdicts {
-            match verdict {
-                Some(r) => {
-                    if let Some(c) = self.conns.get_mut(i) {
-                        c.rule = r;
-                    }
-                }
-                None => {
-                    self.take(i, EndCause::Removed);
-                    removed += 1;
-                }
-            }
-        }
-        self.counters.removed += removed as u64;
-        if removed > 0 {
-            self.drop_orphan_fragments();
-        }
-        removed
-    }
-
-    /// Removes every flow of a peer (removed from the policy, quarantined).
-    pub fn remove_peer(&mut self, peer: PeerId) -> usize {
-        self.retain(|e| e.peer() != peer)
     }
 
     /// All tracked flows, in no particular order.
