@@ -9,8 +9,12 @@
 //! can drive it with arbitrary bytes.
 //!
 //! One file per concern, as in the WireGuard kernel sources: `handshake`
-//! (Noise), `cookie` (mac1/mac2), `ratelimit`, `session` (transport keys),
-//! `replay`, `timers`, `peer` and `device`.
+//! (Noise), `cookie` (mac1/mac2), `ratelimit`, `session` (one keypair's
+//! transport keys), `keypairs` (a peer's current/previous/next keypairs and
+//! their rotation), `replay`, `timers`, `peer` (one peer's state, changed
+//! through event methods), and `device`: the types and peer table in
+//! `device/mod.rs`, the receive path in `device/receive.rs`, the send path
+//! and timers in `device/send.rs`, the handshake gate in `device/gate.rs`.
 
 pub mod cookie;
 pub mod crypto;

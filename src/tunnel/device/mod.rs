@@ -1,5 +1,7 @@
-//! The device: our static identity, all peers, and the dispatch of every
-//! datagram, tunnel packet and timer tick to the right peer.
+//! The device: our static identity, the peer table, and the types its API
+//! speaks. Every datagram, tunnel packet and timer tick is dispatched from
+//! here to the right peer: datagrams in `receive`, tunnel packets, timers
+//! and transmits in `send`, the handshake gate in `gate`.
 
 mod gate;
 mod receive;
