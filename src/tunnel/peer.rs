@@ -425,6 +425,7 @@ impl Peer {
     /// Opens a data message of `wire_len` bytes sent to our index
     /// `receiver` and updates counters and timers. A message under the
     /// keys we answered with completes the handshake on our side.
+    #[inline]
     pub fn open(
         &mut self,
         now: Instant,
