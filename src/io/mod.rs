@@ -13,6 +13,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod sockopt;
 pub mod tun;
+pub mod tun_offload;
 pub mod udp;
 pub mod udp_batch;
 
@@ -39,6 +40,13 @@ pub trait PacketIo {
     /// the engine's classification of it, when it has one, so the
     /// backend need not parse the packet again.
     fn send(&mut self, now: Instant, packet: &[u8], info: Option<&PacketInfo>) -> io::Result<()>;
+    /// Writes whatever [`PacketIo::send`] still holds. A backend that
+    /// coalesces (the TUN device with offloads) may hold sent packets until
+    /// this is called: call it after every batch of sends, before waiting
+    /// for events again. Backends that write at once need nothing here.
+    fn flush(&mut self, _now: Instant) -> io::Result<()> {
+        Ok(())
+    }
     /// Lets an in-process stack do its own work (timers, socket proxying);
     /// returns when it next needs to be polled. A kernel device needs none.
     fn poll(&mut self, _now: Instant) -> Option<Instant> {
@@ -59,7 +67,10 @@ impl PacketIo for tun::Tun {
         tun::Tun::recv(self, buf)
     }
     fn send(&mut self, _now: Instant, packet: &[u8], _: Option<&PacketInfo>) -> io::Result<()> {
-        tun::Tun::send(self, packet).map(|_| ())
+        tun::Tun::queue(self, packet)
+    }
+    fn flush(&mut self, _now: Instant) -> io::Result<()> {
+        tun::Tun::flush(self)
     }
     fn label(&self) -> String {
         format!("interface {}", self.name())
