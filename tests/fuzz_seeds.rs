@@ -428,6 +428,7 @@ fn all_seeds() -> Seeds {
     seeds.insert("policy", policies);
     seeds.insert("flowlog", flowlogs);
     seeds.insert("control", control_seeds());
+    seeds.insert("offload", fuzzing::offload_seeds());
     seeds
 }
 

@@ -15,6 +15,7 @@
 //! (`tests/fuzz_seeds.rs`) writes inputs in these formats from real
 //! handshakes and packets.
 
+mod offload;
 mod tunnel;
 
 use std::time::Instant;
@@ -26,6 +27,7 @@ use crate::wire::reject::{reject, RejectWith, MAX_ICMPV4_REPLY, MAX_REPLY_LEN};
 use crate::wire::wg::{self, Message, MAC_LEN};
 use crate::wire::{icmp::IcmpPacket, tcp::TcpPacket};
 
+pub use offload::{offload, seeds as offload_seeds};
 pub use tunnel::{
     handshake_responder, transport, INITIATOR_KEY, PRESHARED_KEY, RESPONDER_KEY, STRANGER_KEY,
 };
@@ -45,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("policy", policy),
     ("flowlog", flowlog),
     ("control", control),
+    ("offload", offload),
 ];
 
 /// A cursor over the fuzzer's bytes. Every read returns `None` once the

@@ -318,7 +318,8 @@ fn transport_checksum(
     let mut c = checksum::pseudo_header(src, dst, proto.0, l4.len() as u32);
     c.add_bytes(l4);
     let v = match c.finish() {
-        0 => 0xffff,
+        // UDP reserves 0 for "no checksum"; 0xffff is the same value.
+        0 if proto == IpProtocol::UDP => 0xffff,
         v => v,
     };
     put2(l4, field, v)

@@ -1,8 +1,8 @@
 use proptest::prelude::*;
 
-use super::build::{checksums_ok, tcp_segment, tcp_super, udp_super, Tcp};
+use super::build::{self, checksums_ok, tcp_segment, tcp_super, udp_super, Tcp};
 use super::gro::{Coalescer, Push};
-use super::gso::Segments;
+use super::gso::{self, Segments};
 use super::*;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
@@ -189,6 +189,26 @@ fn coalesced_segments_segment_back_to_themselves() {
             (F_NEEDS_CSUM, 1000, 16)
         );
         assert_eq!(segment(&writes[0], MTU).unwrap(), segs);
+        // The partial sum is the one Linux expects: completed over the
+        // whole super-packet, as the kernel does, the TCP checksum of the
+        // super-packet as one packet verifies.
+        let (h, p) = VnetHdr::split(&writes[0]).unwrap();
+        let mut whole = p.to_vec();
+        let (start, off) = (usize::from(h.csum_start), usize::from(h.csum_offset));
+        gso::complete(&mut whole, start, off).unwrap();
+        assert!(checksums_ok(&whole));
+        assert!(tcp_of(&whole).verify_checksum(
+            if v6 {
+                build::SRC6.into()
+            } else {
+                build::SRC4.into()
+            },
+            if v6 {
+                build::DST6.into()
+            } else {
+                build::DST4.into()
+            },
+        ));
     }
 }
 
