@@ -210,6 +210,23 @@ assert v['umbra_policy_reloads_total{result="ok"}'] == 1
 assert v['umbra_handshakes_total{result="completed"}'] >= 1
 assert v["umbra_up"] == 1
 PY
+check "metrics: batched packet I/O with UDP GSO/GRO and TUN offloads, counters moving" \
+    python3 - "$D/metrics.txt" <<'PY'
+import sys
+v = {}
+for line in open(sys.argv[1]).read().splitlines():
+    if not line.startswith("#"):
+        series, value = line.rsplit(" ", 1)
+        v[series] = float(value)
+for off in ("udp-gso", "udp-gro", "tun-tso"):
+    assert v.get('umbra_offload{offload="%s"}' % off) == 1, off
+io = lambda c: v['umbra_packet_io_total{counter="%s"}' % c]
+assert io("udp_rx_calls") > 0 and io("udp_rx_datagrams") >= io("udp_rx_calls")
+assert io("udp_tx_calls") > 0 and io("udp_tx_datagrams") >= io("udp_tx_messages") >= io("udp_tx_calls")
+assert io("tun_rx_packets") > 0 and io("tun_tx_writes") > 0
+assert io("udp_rx_dropped") == 0 and io("tun_rx_dropped") == 0
+PY
+check "umbra status shows the offloads in use" bash -c "st db | grep -q '^offloads: udp-gso, udp-gro, tun-tso'"
 check "GET /healthz says ok" bash -c "on db curl -sf -m 5 http://127.0.0.1:9586/healthz | grep -q '^ok'"
 check "an unknown path is a 404" bash -c "on db curl -s -o /dev/null -w '%{http_code}' -m 5 http://127.0.0.1:9586/x | grep -q 404"
 

@@ -106,6 +106,10 @@ struct Up {
     /// Landlock or seccomp); for debugging only
     #[argh(switch)]
     no_confine: bool,
+    /// move packets one system call each: no UDP GSO/GRO batching and no
+    /// TUN segmentation offload (same as UMBRA_OFFLOAD=false)
+    #[argh(switch)]
+    no_offload: bool,
 }
 
 /// Show a running node: its key, data plane, policy, peers (handshakes,
@@ -159,6 +163,7 @@ impl Up {
             log_level: self.log_level.clone(),
             hosts_file: self.hosts_file.clone(),
             userspace: self.userspace.then_some(true),
+            offload: self.no_offload.then_some(false),
             idle_timeout: self.idle_timeout.map(std::time::Duration::from_secs),
             max_connections: self.max_connections,
             ..Settings::default()
@@ -236,6 +241,7 @@ fn run_up(up: Up) -> Result<(), String> {
     let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
     umbra::node::daemon::run(umbra::node::daemon::UpConfig {
         confine: !up.no_confine,
+        offload: s.offload.unwrap_or(true),
         user,
         policy: PathBuf::from(policy),
         key: PathBuf::from(key),

@@ -57,6 +57,13 @@ pub trait PacketIo {
     fn ready(&mut self, _now: Instant, _event: &mio::event::Event) {}
     /// A name for logs.
     fn label(&self) -> String;
+    /// Offloads this backend uses (`tun-tso`, `tun-uso`), for status.
+    fn offloads(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Appends this backend's packet I/O counters, by name, for status and
+    /// metrics.
+    fn io_counters(&self, _out: &mut Vec<(&'static str, u64)>) {}
 }
 
 impl PacketIo for tun::Tun {
@@ -74,5 +81,30 @@ impl PacketIo for tun::Tun {
     }
     fn label(&self) -> String {
         format!("interface {}", self.name())
+    }
+    fn offloads(&self) -> Vec<&'static str> {
+        let o = tun::Tun::offloads(self);
+        let mut v = Vec::new();
+        if o.tso {
+            v.push("tun-tso");
+        }
+        if o.uso {
+            v.push("tun-uso");
+        }
+        v
+    }
+    fn io_counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        if !tun::Tun::offloads(self).tso {
+            return; // one read and one write per packet: nothing to count
+        }
+        let s = self.offload_stats();
+        out.extend([
+            ("tun_rx_packets", s.segments),
+            ("tun_rx_super_packets", s.super_packets),
+            ("tun_rx_dropped", s.dropped),
+            ("tun_tx_writes", s.writes),
+            ("tun_tx_coalesced_writes", s.coalesced_writes),
+            ("tun_tx_coalesced_segments", s.coalesced_segments),
+        ]);
     }
 }

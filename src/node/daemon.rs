@@ -48,6 +48,9 @@ pub struct UpConfig {
     pub confine: bool,
     /// `--user`: the user to become after setup.
     pub user: Option<String>,
+    /// Batched UDP I/O with GSO/GRO, and TUN offloads (TSO/GRO through a
+    /// virtio-net header); off, one system call per packet.
+    pub offload: bool,
 }
 
 /// What `umbra up --userspace` serves.
@@ -139,6 +142,8 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         reloads_ok: 0,
         reloads_rejected: 0,
         flow_log: None,
+        offloads: Vec::new(),
+        io: Vec::new(),
     };
     // Opened during setup, before anything could drop privileges.
     let mut observe = Observe::open(&config.observe, &me.name, info)?;
@@ -184,7 +189,12 @@ pub fn run(config: UpConfig) -> Result<(), String> {
         );
     }
 
-    let mut tun = Tun::create(&config.interface).map_err(|e| {
+    let create = if config.offload {
+        Tun::create_offload
+    } else {
+        Tun::create
+    };
+    let mut tun = create(&config.interface).map_err(|e| {
         format!("cannot create TUN device '{}': {e} (umbra up needs root or CAP_NET_ADMIN and /dev/net/tun; --userspace needs neither)", config.interface)
     })?;
     let mut net = Netlink::open().map_err(|e| e.to_string())?;
@@ -205,11 +215,16 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     );
 
     info!(
-        "umbra up: node {} ({}), interface {} mtu {}, udp port {}, policy {} with {} peers",
+        "umbra up: node {} ({}), interface {} mtu {} ({}), udp port {}, policy {} with {} peers",
         me.name,
         me.key,
         tun.name(),
         config.mtu,
+        match tun.offloads() {
+            o if o.uso => "offloads: TSO, USO, checksum",
+            o if o.tso => "offloads: TSO, checksum",
+            _ => "no offloads",
+        },
         udp.port(),
         engine.policy().id(),
         engine.device().peer_ids().count()

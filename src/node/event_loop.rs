@@ -14,7 +14,8 @@ use super::engine::{Action, Engine, BUF_LEN};
 use super::resolve::FileResolver;
 use super::watch::Watcher;
 use crate::io::signals::{Signal, Signals};
-use crate::io::udp::{recv_from, UdpPair};
+use crate::io::udp::UdpPair;
+use crate::io::udp_batch::{UdpRx, UdpTx};
 use crate::io::PacketIo;
 use crate::observe::server::Observe;
 use crate::policy::{IpNet, Policy};
@@ -54,16 +55,37 @@ pub(super) fn event_loop<P: PacketIo>(
         .map_err(|e| e.to_string())?;
 
     let mut watcher = Watcher::new(&config.policy, text);
+    let gro = config.offload && udp.enable_gro();
     let mut lp = Loop {
         engine,
         local: packets,
         udp: &*udp,
+        rx: UdpRx::new(),
+        tx: UdpTx::new(udp, config.offload),
         buf: vec![0u8; BUF_LEN],
         reply: vec![0u8; BUF_LEN],
     };
     lp.engine.connect_all();
     lp.flush(Instant::now());
     lp.log_events();
+    let (gso4, gso6) = lp.tx.gso();
+    let mut offloads = Vec::new();
+    if gso4 || gso6 {
+        offloads.push("udp-gso");
+    }
+    if gro {
+        offloads.push("udp-gro");
+    }
+    offloads.extend(lp.local.offloads());
+    info!(
+        "packet i/o: {}",
+        if offloads.is_empty() {
+            "one system call per packet (no offloads)".to_string()
+        } else {
+            format!("batched, offloads: {}", offloads.join(", "))
+        }
+    );
+    observe.info.offloads = offloads;
 
     let mut events = Events::with_capacity(1024);
     let mut next_tick = Instant::now() + TICK;
@@ -125,6 +147,7 @@ pub(super) fn event_loop<P: PacketIo>(
             lp.flush(now);
             lp.log_events();
             observe.drain_flows(lp.engine, now);
+            lp.io_counters(&mut observe.info.io);
             observe.tick(poll.registry(), now);
             next_tick = now + TICK;
         }
@@ -139,25 +162,31 @@ struct Loop<'a, P: PacketIo> {
     /// device or the userspace stack.
     local: &'a mut P,
     udp: &'a UdpPair,
-    /// Packets in both directions: a local packet is read at
-    /// `DATA_HEADER_LEN` and encrypted in place; a datagram is decrypted
-    /// in place.
+    /// Datagrams come in a batch per `recvmmsg` (coalesced by UDP GRO
+    /// where the kernel does it) and are decrypted in place there.
+    rx: UdpRx,
+    /// Datagrams go out through this queue: one `sendmmsg` per batch, runs
+    /// of equal-size datagrams to one peer as one UDP GSO message.
+    tx: UdpTx,
+    /// Local packets: read at `DATA_HEADER_LEN`, encrypted in place.
     buf: Vec<u8>,
     /// Handshake answers.
     reply: Vec<u8>,
 }
 
-/// Carries out what the engine asked for one packet.
-fn dispatch<P: PacketIo>(local: &mut P, udp: &UdpPair, now: Instant, action: Action<'_>) {
+/// Carries out what the engine asked for one packet. Both sides may hold
+/// what they are given until [`Loop::flush_io`].
+fn dispatch<P: PacketIo>(
+    local: &mut P,
+    tx: &mut UdpTx,
+    udp: &UdpPair,
+    now: Instant,
+    action: Action<'_>,
+) {
     match action {
-        Action::Send(d) => {
-            // A full socket buffer drops the datagram, as a router would.
-            if let Err(e) = udp.send_to(d.bytes, d.to) {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    crate::debug!("udp send to {} failed: {e}", d.to);
-                }
-            }
-        }
+        // A full socket buffer drops the datagram (counted), as a router
+        // would.
+        Action::Send(d) => tx.queue(udp, d.bytes, d.to),
         Action::Deliver { packet, info } => {
             if let Err(e) = local.send(now, packet, info.as_ref()) {
                 crate::debug!("writing to {} failed: {e}", local.label());
@@ -196,7 +225,7 @@ impl<P: PacketIo> Loop<'_, P> {
             };
             count += 1;
             let action = self.engine.outbound(now, &mut self.buf, n);
-            dispatch(self.local, self.udp, now, action);
+            dispatch(self.local, &mut self.tx, self.udp, now, action);
         }
     }
 
@@ -210,25 +239,52 @@ impl<P: PacketIo> Loop<'_, P> {
         };
         let Some(socket) = socket else { return };
         loop {
-            let (n, src) = match recv_from(socket, &mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            let (src, datagram) = match self.rx.next(socket) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
                 Err(e) => {
                     crate::debug!("udp receive failed: {e}");
                     return;
                 }
             };
-            let action = self
-                .engine
-                .inbound(now, src, &mut self.buf[..n], &mut self.reply);
-            dispatch(self.local, self.udp, now, action);
+            let action = self.engine.inbound(now, src, datagram, &mut self.reply);
+            dispatch(self.local, &mut self.tx, self.udp, now, action);
         }
     }
 
-    /// Sends everything the tunnel engine has queued.
+    /// The packet I/O counters for status and metrics.
+    fn io_counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        let (rx, tx) = (self.rx.stats(), self.tx.stats());
+        out.clear();
+        out.extend([
+            ("udp_rx_datagrams", rx.datagrams),
+            ("udp_rx_calls", rx.calls),
+            ("udp_rx_gro_messages", rx.coalesced),
+            ("udp_rx_dropped", rx.dropped),
+            ("udp_tx_datagrams", tx.datagrams),
+            ("udp_tx_messages", tx.messages),
+            ("udp_tx_calls", tx.calls),
+            ("udp_tx_dropped_full", tx.dropped_full),
+            ("udp_tx_errors", tx.errors),
+        ]);
+        self.local.io_counters(out);
+    }
+
+    /// Sends everything the tunnel engine has queued, then writes out what
+    /// both sides hold.
     fn flush(&mut self, now: Instant) {
         while let Some(d) = self.engine.poll_transmit(now, &mut self.buf) {
-            dispatch(self.local, self.udp, now, Action::Send(d));
+            dispatch(self.local, &mut self.tx, self.udp, now, Action::Send(d));
+        }
+        self.flush_io(now);
+    }
+
+    /// Writes what the UDP send queue and the local side hold (coalesced
+    /// packets towards the TUN device). Called before every wait.
+    fn flush_io(&mut self, now: Instant) {
+        self.tx.flush(self.udp);
+        if let Err(e) = self.local.flush(now) {
+            crate::debug!("writing to {} failed: {e}", self.local.label());
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Settings {
     pub log_level: Option<String>,
     pub hosts_file: Option<String>,
     pub userspace: Option<bool>,
+    /// Batched UDP with GSO/GRO and TUN offloads (default on).
+    pub offload: Option<bool>,
     pub forward: Vec<Forward>,
     pub expose: Vec<Expose>,
     pub idle_timeout: Option<Duration>,
@@ -34,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "log-level",
     "hosts-file",
     "userspace",
+    "offload",
     "forward",
     "expose",
     "idle-timeout",
@@ -63,6 +66,7 @@ impl Settings {
             "log-level" => self.log_level = Some(v.to_string()),
             "hosts-file" => self.hosts_file = Some(v.to_string()),
             "userspace" => self.userspace = Some(parse_bool(v).map_err(|e| format!("{key}: {e}"))?),
+            "offload" => self.offload = Some(parse_bool(v).map_err(|e| format!("{key}: {e}"))?),
             "forward" => {
                 for s in v.split(|c: char| c == ',' || c.is_whitespace()) {
                     if !s.is_empty() {
@@ -141,6 +145,7 @@ impl Settings {
             log_level,
             hosts_file,
             userspace,
+            offload,
             idle_timeout,
             max_connections
         );

@@ -175,6 +175,15 @@ pub fn status_text(s: &Status) -> String {
     if let Some((w, l)) = s.flow_log {
         let _ = writeln!(o, "flow log: {w} records written, {l} lost");
     }
+    let offloads = if s.offloads.is_empty() {
+        "none".to_string()
+    } else {
+        s.offloads.join(", ")
+    };
+    let _ = writeln!(o, "offloads: {offloads}");
+    if !s.io.is_empty() {
+        let _ = writeln!(o, "packet i/o: {}", list(&s.io));
+    }
     o
 }
 

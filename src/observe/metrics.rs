@@ -210,6 +210,24 @@ pub fn render(s: &Status) -> String {
         f.sample(&[("result", "written")], written);
         f.sample(&[("result", "lost")], lost);
     }
+    let mut f = Family::new(
+        o,
+        "umbra_offload",
+        "gauge",
+        "Offloads in use (1 per offload in use).",
+    );
+    for off in &s.offloads {
+        f.sample(&[("offload", off)], 1);
+    }
+    let mut f = Family::new(
+        o,
+        "umbra_packet_io_total",
+        "counter",
+        "Packet I/O on the UDP sockets and the packet device, by counter.",
+    );
+    for c in &s.io {
+        f.sample(&[("counter", &c.name)], c.value);
+    }
     out
 }
 
@@ -402,6 +420,11 @@ mod tests {
                 value: 0,
             }],
             flow_log: Some((7, 0)),
+            offloads: vec!["udp-gso".into()],
+            io: vec![Count {
+                name: "udp_rx_calls".into(),
+                value: 4,
+            }],
             ..Default::default()
         }
     }
@@ -417,6 +440,8 @@ mod tests {
         assert!(text.contains("umbra_flows{proto=\"tcp\"} 3\n"));
         assert!(text.contains("umbra_policy_info{id=\"0123456789abcdef\"} 1\n"));
         assert!(text.contains("umbra_decisions_total{verdict=\"allow\",rule=\"web-to-db\"} 5\n"));
+        assert!(text.contains("umbra_offload{offload=\"udp-gso\"} 1\n"));
+        assert!(text.contains("umbra_packet_io_total{counter=\"udp_rx_calls\"} 4\n"));
     }
 
     #[test]

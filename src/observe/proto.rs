@@ -65,6 +65,10 @@ pub struct Status {
     pub decisions: Vec<Decision>,
     /// Flow-log records written and lost, when the flow log is on.
     pub flow_log: Option<(u64, u64)>,
+    /// Offloads in use: `udp-gso`, `udp-gro`, `tun-tso`, `tun-uso`.
+    pub offloads: Vec<String>,
+    /// Packet I/O counters by name (system calls, datagrams, segments).
+    pub io: Vec<Count>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

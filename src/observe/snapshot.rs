@@ -26,6 +26,11 @@ pub struct NodeInfo {
     pub reloads_ok: u64,
     pub reloads_rejected: u64,
     pub flow_log: Option<(u64, u64)>,
+    /// Offloads in use (`udp-gso`, `udp-gro`, `tun-tso`, `tun-uso`).
+    pub offloads: Vec<&'static str>,
+    /// Packet I/O counters of the UDP sockets and the packet device, by
+    /// name (see docs/observability.md); refreshed every tick.
+    pub io: Vec<(&'static str, u64)>,
 }
 
 /// The stable name of a drop reason, as status and metrics show it.
@@ -193,6 +198,8 @@ pub fn status(engine: &Engine, info: &NodeInfo, now: Instant, wall: SystemTime) 
             })
             .collect(),
         flow_log: info.flow_log,
+        offloads: info.offloads.iter().map(|o| o.to_string()).collect(),
+        io: info.io.iter().map(|&(n, v)| count(n, v)).collect(),
     }
 }
 
