@@ -28,6 +28,25 @@ const UDP4: Token = Token(1);
 const UDP6: Token = Token(2);
 const SIGNALS: Token = Token(3);
 
+/// Packets taken from one source (the local side, one UDP socket) per
+/// loop turn before the others get their turn. The sockets are
+/// edge-triggered, so a source left with packets is remembered and served
+/// again without waiting; a flood on one socket cannot starve the rest.
+const BUDGET: usize = 1024;
+
+/// Both sides are flushed after this many packets, so a long drain does
+/// not hold answers (a handshake response behind a flood) or coalesced
+/// packets back.
+const FLUSH_EVERY: usize = 64;
+
+/// Sources with packets left over from the last turn.
+#[derive(Default)]
+struct Backlog {
+    local: bool,
+    udp4: bool,
+    udp6: bool,
+}
+
 /// The event loop over any packet backend.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn event_loop<P: PacketIo>(
@@ -90,9 +109,14 @@ pub(super) fn event_loop<P: PacketIo>(
     let mut events = Events::with_capacity(1024);
     let mut next_tick = Instant::now() + TICK;
     let mut stack_due: Option<Instant> = None;
+    let mut backlog = Backlog::default();
     loop {
         let wake = stack_due.map_or(next_tick, |d| d.min(next_tick));
-        let timeout = wake.saturating_duration_since(Instant::now());
+        let timeout = if backlog.local || backlog.udp4 || backlog.udp6 {
+            std::time::Duration::ZERO
+        } else {
+            wake.saturating_duration_since(Instant::now())
+        };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(format!("event loop failed: {e}"));
@@ -101,11 +125,9 @@ pub(super) fn event_loop<P: PacketIo>(
         let now = Instant::now();
         for ev in events.iter() {
             match ev.token() {
-                PACKETS => {
-                    lp.drain_local(now);
-                }
-                UDP4 => lp.drain_network(now, false),
-                UDP6 => lp.drain_network(now, true),
+                PACKETS => backlog.local = true,
+                UDP4 => backlog.udp4 = true,
+                UDP6 => backlog.udp6 = true,
                 SIGNALS => loop {
                     match signals.read() {
                         Ok(Some(Signal::Stop)) => {
@@ -131,6 +153,15 @@ pub(super) fn event_loop<P: PacketIo>(
                 t if Observe::owns(t) => observe.ready(poll.registry(), t, lp.engine, now),
                 _ => lp.local.ready(now, ev),
             }
+        }
+        if backlog.local {
+            backlog.local = lp.drain_local(now) == BUDGET;
+        }
+        if backlog.udp4 {
+            backlog.udp4 = lp.drain_network(now, false);
+        }
+        if backlog.udp6 {
+            backlog.udp6 = lp.drain_network(now, true);
         }
         stack_due = lp.run_stack(now);
         lp.flush(now);
@@ -210,10 +241,14 @@ impl<P: PacketIo> Loop<'_, P> {
         due
     }
 
-    /// Reads and sends every packet the local side has; returns how many.
+    /// Reads and sends the packets the local side has, up to [`BUDGET`];
+    /// returns how many.
     fn drain_local(&mut self, now: Instant) -> usize {
         let mut count = 0;
-        loop {
+        while count < BUDGET {
+            if count > 0 && count % FLUSH_EVERY == 0 {
+                self.flush_io(now);
+            }
             let room = &mut self.buf[DATA_HEADER_LEN..BUF_LEN - 64];
             let n = match self.local.recv(room) {
                 Ok(n) => n,
@@ -227,29 +262,34 @@ impl<P: PacketIo> Loop<'_, P> {
             let action = self.engine.outbound(now, &mut self.buf, n);
             dispatch(self.local, &mut self.tx, self.udp, now, action);
         }
+        count
     }
 
-    /// Receives, decrypts and delivers every datagram waiting on one of
-    /// the UDP sockets.
-    fn drain_network(&mut self, now: Instant, v6: bool) {
+    /// Receives, decrypts and delivers the datagrams waiting on one of the
+    /// UDP sockets, up to [`BUDGET`]; returns whether any may be left.
+    fn drain_network(&mut self, now: Instant, v6: bool) -> bool {
         let socket = if v6 {
             self.udp.v6()
         } else {
             Some(self.udp.v4())
         };
-        let Some(socket) = socket else { return };
-        loop {
+        let Some(socket) = socket else { return false };
+        for count in 0..BUDGET {
+            if count > 0 && count % FLUSH_EVERY == 0 {
+                self.flush_io(now);
+            }
             let (src, datagram) = match self.rx.next(socket) {
                 Ok(Some(r)) => r,
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(e) => {
                     crate::debug!("udp receive failed: {e}");
-                    return;
+                    return false;
                 }
             };
             let action = self.engine.inbound(now, src, datagram, &mut self.reply);
             dispatch(self.local, &mut self.tx, self.udp, now, action);
         }
+        true
     }
 
     /// The packet I/O counters for status and metrics.
