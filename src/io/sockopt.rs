@@ -10,15 +10,27 @@ pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
         l_onoff: 1,
         l_linger: 0,
     };
+    set_option(sock, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+}
+
+/// Sets one socket option whose value is a plain C value (`c_int`,
+/// `linger`, ...).
+fn set_option<T: Copy>(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `sock` is an open socket for the duration of the call, and
-    // the option value points to a live, correctly sized `linger`.
+    // the option value points to a live `T` of the size passed; callers
+    // pass the C type the option takes.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -43,22 +55,7 @@ pub fn set_listen_backlog(sock: &impl AsRawFd, backlog: usize) -> io::Result<()>
 }
 
 fn set_int(sock: &impl AsRawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `sock` is an open socket for the duration of the call, and
-    // the option value points to a live c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(sock, libc::SOL_SOCKET, name, &value)
 }
 
 /// Asks for `bytes` of socket receive and send buffer: beyond
@@ -99,22 +96,7 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
 }
 
 fn set_udp_int(sock: &impl AsRawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `sock` is an open socket for the duration of the call, and
-    // the option value points to a live c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(sock, libc::SOL_UDP, name, &value)
 }
 
 /// Turns UDP generic receive offload on or off (`UDP_GRO`, Linux 5.0+):
