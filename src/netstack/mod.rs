@@ -39,6 +39,8 @@ mod udp;
 mod limits_test;
 #[cfg(test)]
 mod load_test;
+#[cfg(test)]
+mod smoltcp_test;
 
 use std::net::IpAddr;
 use std::time::Duration;
