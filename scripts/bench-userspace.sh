@@ -118,6 +118,29 @@ measure() {
         "$(echo "($during - $before) / $held" | bc -l)"
 }
 
+# MODE=duplex: only umbra's two-way batches, ROUNDS times at each N of
+# DUPLEX_N (default 200 1000), each with the wall time and the kernel's
+# counters in both namespaces (UDP receive-buffer drops, TCP retransmissions
+# and timeouts of b's kernel TCP) -- the issue 10 measurements.
+if [[ ${MODE:-} == duplex ]]; then
+    bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \
+        --forward 17778=10.40.0.1:7778 --log-level warn"
+    wait_for 10 on a ncat -z 127.0.0.1 17778
+    COUNTERS="UdpRcvbufErrors TcpRetransSegs TcpExtTCPTimeouts"
+    for ((r = 1; r <= ${ROUNDS:-3}; r++)); do
+        for n in ${DUPLEX_N:-200 1000}; do
+            on a env NSTAT_HISTORY="$D/nstat.a" nstat -n
+            on b env NSTAT_HISTORY="$D/nstat.b" nstat -n
+            out=$(on a bash -c "ulimit -n 16384; timeout 600 python3 '$BULK' duplex 127.0.0.1 17778 $n 262144 590" 2>&1)
+            printf 'N=%-5s %s | a: %s | b: %s | load %s\n' "$n" "$(tail -1 <<<"$out")" \
+                "$(on a env NSTAT_HISTORY="$D/nstat.a" nstat -z $COUNTERS | awk 'NR > 1 {printf "%s %s ", $1, $2}')" \
+                "$(on b env NSTAT_HISTORY="$D/nstat.b" nstat -z $COUNTERS | awk 'NR > 1 {printf "%s %s ", $1, $2}')" \
+                "$(cut -d' ' -f1 /proc/loadavg)"
+        done
+    done
+    echo "umbra: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src vendor Cargo.toml || echo +changes)"
+    exit 0
+fi
 PROXIES=${PROXIES:-umbra onetun}
 if [[ " $PROXIES " == *" umbra "* ]]; then
 bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \

@@ -94,7 +94,11 @@ pub struct Userspace {
     reaping: Vec<SocketHandle>,
     next_sweep: Instant,
     pub(super) scratch: Vec<u8>,
-    dropped_logged: (u64, u64),
+    /// Interface polls and proxy rounds so far (each touches every
+    /// socket), and the device counters as last logged.
+    iface_polls: u64,
+    rounds: u64,
+    logged: [u64; 6],
     pub stats: Stats,
 }
 
@@ -164,7 +168,9 @@ impl Userspace {
             reaping: Vec::new(),
             next_sweep: epoch,
             scratch: vec![0u8; 65536],
-            dropped_logged: (0, 0),
+            iface_polls: 0,
+            rounds: 0,
+            logged: [0; 6],
             stats: Stats::default(),
             cfg,
         })
@@ -188,18 +194,33 @@ impl Userspace {
 
     fn poll_iface(&mut self, now: Instant) {
         let ts = self.smol_now(now);
+        self.iface_polls += 1;
         self.iface.poll(ts, &mut self.dev, &mut self.sockets);
     }
 
-    /// Once a second: idle UDP flows, and the device queues' drop counts.
+    /// Once a second: idle UDP flows, and (at debug level) the device's
+    /// packet and drop counts and the polls it took.
     fn sweep(&mut self, now: Instant) {
-        let dropped = (self.dev.rx_dropped, self.dev.tx_dropped);
-        if dropped != self.dropped_logged {
+        let d = &self.dev;
+        let counts = [
+            d.rx_packets,
+            d.tx_packets,
+            self.iface_polls,
+            self.rounds,
+            d.rx_dropped,
+            d.tx_dropped,
+        ];
+        if counts[..2] != self.logged[..2] || counts[4..] != self.logged[4..] {
+            let c: Vec<u64> = counts
+                .iter()
+                .zip(self.logged)
+                .map(|(a, b)| a.saturating_sub(b))
+                .collect();
             debug!(
-                "userspace stack: packets dropped at full queues: {} in, {} out",
-                dropped.0, dropped.1
+                "userspace stack since the last line: {} packets in, {} out, {} interface polls, {} proxy rounds, {} conns; dropped at full queues: {} in, {} out (total)",
+                c[0], c[1], c[2], c[3], self.conns.len(), counts[4], counts[5]
             );
-            self.dropped_logged = dropped;
+            self.logged = counts;
         }
         self.sweep_udp_forwards(now);
         self.sweep_udp_inbound(now);
@@ -263,6 +284,7 @@ impl PacketIo for Userspace {
                 self.sockets.remove(h);
             }
             std::mem::swap(&mut self.reap, &mut self.reaping);
+            self.rounds += 1;
             self.accept_forwards(now);
             self.promote_accepted(now);
             let tcp = self.pump_conns(now);
