@@ -19,6 +19,7 @@
 # Usage: sudo scripts/bench-userspace.sh
 #   UMBRA=path (default: cargo build --release), SECONDS_PER_RUN=10, CONNS=1000,
 #   PROXIES="umbra onetun" (either or both)
+#   MODE=duplex: only umbra's two-way batches (ROUNDS, DUPLEX_N, CC; below)
 # No -e: a proxy that fails a leg must still get its line printed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -126,6 +127,15 @@ if [[ ${MODE:-} == duplex ]]; then
     bg a "$D/a.log" bash -c "ulimit -n 16384; exec '$UMBRA' up --userspace --policy '$D/mesh.policy' --key '$D/a.key' \
         --forward 17778=10.40.0.1:7778 --log-level warn"
     wait_for 10 on a ncat -z 127.0.0.1 17778
+    # The kernel TCP's congestion control in both namespaces: inherited from
+    # the host unless CC is set (a namespace may only pick one listed in
+    # net.ipv4.tcp_allowed_congestion_control; reno always is). With bbr the
+    # echo server's sockets on b gave N=1000 a long tail (BENCHMARKS.md).
+    if [[ -n ${CC:-} ]]; then
+        on a sysctl -qw net.ipv4.tcp_congestion_control="$CC"
+        on b sysctl -qw net.ipv4.tcp_congestion_control="$CC"
+    fi
+    echo "kernel TCP congestion control: $(on b sysctl -n net.ipv4.tcp_congestion_control)"
     COUNTERS="UdpRcvbufErrors TcpRetransSegs TcpExtTCPTimeouts"
     for ((r = 1; r <= ${ROUNDS:-3}; r++)); do
         for n in ${DUPLEX_N:-200 1000}; do

@@ -28,6 +28,13 @@ netns_host us 198.51.100.2
 netns_host bt 198.51.100.3
 netns_host other 198.51.100.4
 netns_host ugw 198.51.100.5
+# The kernel TCP on srv (the echo server's sockets in the two-way checks)
+# runs Reno whatever the host's default: a namespace inherits it (bbr on
+# some hosts, cubic on Debian), and with bbr the N=1000 tail was set by
+# BBR's pacing, which collapsed to a few kbit/s on the last sockets after
+# losses (issue 10's note) -- not by umbra. Reno is always allowed in a
+# namespace.
+on srv sysctl -qw net.ipv4.tcp_congestion_control=reno
 # The network ugw serves: a veth to the backend namespace. ugw itself is
 # an ordinary host there (no forwarding, no NAT).
 ip netns add "$NS-backend"
@@ -201,10 +208,11 @@ tail -3 "$D/bulk.out" | sed 's/^/      /'
 # them together and lost again. Then, at N=1000, some connections hung for
 # minutes: after timeouts smoltcp's ACKs carried a rewound sequence number
 # the peer dropped, and a reopened zero window left data in flight without
-# a retransmission timer (vendor/smoltcp/PATCHES.md). Now: N=200 2-5 s and
-# N=1000 30-60 s on 2 idle cores (debug build), up to 3x that with the
-# machine loaded 15 deep; the bounds are ~3x the loaded medians (BENCHMARKS.md).
-for spec in 200:30 1000:150; do
+# a retransmission timer (vendor/smoltcp/PATCHES.md). With the machine
+# loaded ~10 deep (2 cores, debug build) the medians of three runs were now
+# 7.4 s and 67 s (BENCHMARKS.md); the bounds are ~3x those (CI, on 2 cores
+# of its own, ran N=1000 in 35-41 s already before this fix).
+for spec in 200:30 1000:200; do
     n=${spec%%:*} limit=${spec#*:}
     check "$n concurrent two-way transfers, 256 KiB each way, sha256-checked, within $limit s" \
         bash -c "ulimit -n 8192; on us timeout $limit python3 '$BULK' duplex 127.0.0.1 18003 $n 262144 $limit | tee '$D/duplex$n.out' | tail -1 | grep -q '^ok $n'"
