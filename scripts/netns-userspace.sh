@@ -208,10 +208,10 @@ tail -3 "$D/bulk.out" | sed 's/^/      /'
 # them together and lost again. Then, at N=1000, some connections hung for
 # minutes: after timeouts smoltcp's ACKs carried a rewound sequence number
 # the peer dropped, and a reopened zero window left data in flight without
-# a retransmission timer (vendor/smoltcp/PATCHES.md). With the machine
-# loaded ~10 deep (2 cores, debug build) the medians of three runs were now
-# 7.4 s and 67 s (BENCHMARKS.md); the bounds are ~3x those (CI, on 2 cores
-# of its own, ran N=1000 in 35-41 s already before this fix).
+# a retransmission timer (vendor/smoltcp/PATCHES.md). On 2 shared cores
+# (load 3-15, debug build) N=200 now takes 2-9 s and N=1000 45-95 s, with a
+# few runs up to 170 s when srv's kernel TCP ran bbr (BENCHMARKS.md); the
+# bounds are ~3x the typical times.
 for spec in 200:30 1000:200; do
     n=${spec%%:*} limit=${spec#*:}
     check "$n concurrent two-way transfers, 256 KiB each way, sha256-checked, within $limit s" \
