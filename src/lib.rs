@@ -1,21 +1,43 @@
 //! umbra: a zero-trust, micro-segmenting mesh VPN speaking the WireGuard protocol.
 //!
 //! The library is a sans-IO core: protocol and policy logic take bytes and
-//! time as inputs and return actions. Sockets, TUN devices and netlink live
-//! in the OS edge, [`io`]; clocks and threads in the binary.
+//! time as inputs and return actions; sockets, the TUN device, netlink,
+//! clocks and threads stay at the edge. `docs/architecture.md` walks a
+//! packet through it file by file.
+//!
+//! # Layers, bottom up
+//!
+//! | layer | modules | what it is |
+//! |---|---|---|
+//! | vocabulary | [`wire`], [`keys`], [`time`], [`log`] | zero-copy views over untrusted packets, Curve25519 keys, RFC 3339 time, the log level |
+//! | protocol and policy | [`tunnel`], [`policy`], [`conntrack`] | the WireGuard engine ([`tunnel::Device`]), the policy language and its compiler ([`policy::Policy`], [`policy::NodeTable`]), the connection tracker ([`conntrack::Conntrack`]) |
+//! | node | [`node`] | [`node::Engine`]: one node's enforcement path (cryptokey routing, policy, conntrack, cloaking, reload) over the three above, still sans-IO |
+//! | observation | [`observe`] | the control-socket protocol and client, flow-log records, metrics |
+//! | edge | [`node::run`] | runs a whole node: TUN device or userspace TCP/IP stack, UDP sockets, signals, confinement |
+//!
+//! The OS edge (TUN, rtnetlink, UDP, seccomp/Landlock; the only `unsafe`
+//! code), the userspace TCP/IP stack and the daemon's event loop are not
+//! library surface: [`node::run`] is their one entry point. The `umbra`
+//! command line lives in the binary (`src/bin/umbra/`). The fuzz-target
+//! bodies (`fuzzing`) exist only with the `fuzzing` cargo feature.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conntrack;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod io;
+// The OS edge and the userspace data plane: crate-internal, reached
+// through `node::run`.
+mod io;
 pub mod keys;
 pub mod log;
-pub mod netstack;
+mod netstack;
 pub mod node;
 pub mod observe;
 pub mod policy;
 pub mod time;
 pub mod tunnel;
 pub mod wire;
+
+pub(crate) use log::{debug, info, warn};

@@ -64,17 +64,18 @@ pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr().lock(), "{ts} {tag} {msg}");
 }
 
-#[macro_export]
-macro_rules! info {
+macro_rules! log_info {
     ($($t:tt)*) => { $crate::log::log($crate::log::Level::Info, format_args!($($t)*)) };
 }
 
-#[macro_export]
-macro_rules! warn {
+macro_rules! log_warn {
     ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warn, format_args!($($t)*)) };
 }
 
-#[macro_export]
-macro_rules! debug {
+macro_rules! log_debug {
     ($($t:tt)*) => { $crate::log::log($crate::log::Level::Debug, format_args!($($t)*)) };
 }
+
+// Crate-internal (the node's edge logs; the library's users bring their
+// own logging): `crate::info!` etc., re-exported at the crate root.
+pub(crate) use {log_debug as debug, log_info as info, log_warn as warn};

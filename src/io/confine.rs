@@ -266,7 +266,8 @@ fn set_caps(keep: u64) -> Result<(), String> {
 
 /// The effective capabilities, the no-new-privs flag and the seccomp mode
 /// of the calling thread, asked of the kernel directly (under Landlock
-/// /proc is out of reach); for tests and diagnostics.
+/// /proc is out of reach); for tests.
+#[cfg(test)]
 pub fn status() -> (u64, bool, i32) {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,

@@ -17,6 +17,14 @@ pub mod tun_offload;
 pub mod udp;
 pub mod udp_batch;
 
+// Tests against the real kernel (root, network namespaces) and of the
+// confinement (in a child process): inside the crate, because the OS edge
+// is not library surface.
+#[cfg(test)]
+mod confine_test;
+#[cfg(test)]
+mod netns_test;
+
 use std::io;
 use std::time::Instant;
 

@@ -36,6 +36,7 @@ const NETLINK_EXT_ACK: libc::c_int = 11;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+#[cfg(test)]
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
@@ -227,6 +228,7 @@ impl Netlink {
     }
 
     /// Takes interface `index` down.
+    #[cfg(test)]
     pub fn set_link_down(&mut self, index: u32) -> Result<()> {
         self.set_flags(index, 0, IFF_UP, "taking down")
     }
@@ -266,6 +268,7 @@ impl Netlink {
     }
 
     /// Removes `addr/prefix_len` from interface `index`.
+    #[cfg(test)]
     pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<()> {
         let doing = || format!("removing address {addr}/{prefix_len} from interface {index}");
         let msg = address_message(RTM_DELADDR, 0, index, addr, prefix_len)

@@ -78,10 +78,6 @@ impl Queues {
     pub fn rx_len(&self) -> usize {
         self.rx.len()
     }
-
-    pub fn tx_len(&self) -> usize {
-        self.tx.len()
-    }
 }
 
 /// Source of zeroes for transmit buffers (larger than any MTU).

@@ -183,6 +183,7 @@ impl Userspace {
 
     /// Host sockets held open for UDP (forward clients are smoltcp sockets
     /// behind one host socket; inbound flows have one each).
+    #[cfg(test)]
     pub fn udp_host_sockets(&self) -> usize {
         self.udp.flows()
     }

@@ -74,6 +74,7 @@ impl UdpInbound {
     }
 
     /// Host sockets open for inbound flows.
+    #[cfg(test)]
     pub(super) fn flows(&self) -> usize {
         self.flows.len()
     }

@@ -1,8 +1,9 @@
 //! The mesh node: [`engine`] is the sans-IO core; the rest is the edge that
-//! runs it over a TUN device, UDP sockets, signals and the policy file.
+//! runs it over a TUN device, UDP sockets, signals and the policy file
+//! ([`run`] is that edge's one entry point).
 
 mod action;
-pub mod daemon;
+mod daemon;
 pub mod engine;
 mod event_loop;
 pub mod events;
@@ -12,6 +13,7 @@ mod report;
 pub mod routes;
 pub mod settings;
 
+pub use daemon::{run, UpConfig, UserspaceConfig};
 pub use engine::{Action, Datagram, DropReason, Engine, Options, PeerResolver, ReloadError};
-pub mod resolve;
-pub mod watch;
+pub(crate) mod resolve;
+pub(crate) mod watch;

@@ -273,9 +273,4 @@ impl Server {
             }
         }
     }
-
-    /// Clients connected now.
-    pub fn clients(&self) -> usize {
-        self.clients.iter().filter(|c| c.is_some()).count()
-    }
 }

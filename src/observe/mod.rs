@@ -5,11 +5,13 @@
 
 pub mod client;
 pub mod community_id;
-pub mod conns;
+pub(crate) mod conns;
 pub mod flowlog;
-pub mod json;
-pub mod metrics;
+pub(crate) mod json;
+pub(crate) mod metrics;
 pub mod proto;
-pub mod server;
-pub mod snapshot;
-pub mod uapi;
+pub(crate) mod server;
+pub(crate) mod snapshot;
+pub(crate) mod uapi;
+
+pub use server::ObserveConfig;

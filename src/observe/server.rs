@@ -192,11 +192,6 @@ impl Observe {
         })
     }
 
-    /// Whether the engine should build flow records.
-    pub fn wants_flow_records(&self) -> bool {
-        self.flow_log.is_some()
-    }
-
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
         if let Some((s, _)) = &mut self.control {
             s.register(registry)?;

@@ -1,6 +1,6 @@
 //! The policy language's statements as the parser produces them: the
 //! vocabulary shared by the statement parser ([`super::syntax`]), the atom
-//! parsers ([`super::atoms`]) and the resolver.
+//! parsers (`atoms.rs`) and the resolver.
 
 use std::net::IpAddr;
 

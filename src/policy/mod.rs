@@ -25,7 +25,6 @@
 
 pub mod ast;
 mod atoms;
-pub mod cli;
 pub mod compile;
 pub mod diag;
 pub mod diff;
@@ -56,6 +55,9 @@ use std::time::SystemTime;
 
 use blake2::{Blake2s256, Digest};
 
+/// Reads a policy file the way the node does: a regular file, bounded
+/// ([`MAX_POLICY_BYTES`]), never blocking on a FIFO or device.
+pub use crate::io::files::read_policy_file;
 pub use ast::{Endpoint, Host, RuleKind};
 pub use compile::NodeTable;
 pub use diag::{Diagnostic, PolicyError, Severity, Span};

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use umbra::io::confine::{apply, status, Confinement};
+use super::confine::{apply, status, Confinement};
 
 const CHILD: &str = "UMBRA_CONFINE_TEST_CHILD";
 
@@ -97,7 +97,7 @@ fn run(dir: &Path, probe: &str) -> (String, std::process::ExitStatus) {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "confine_child",
+            "io::confine_test::confine_child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -1,32 +1,12 @@
-//! The umbra command line.
+//! `umbra up`: layers the settings (config file, environment, command line)
+//! and runs the node.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use argh::FromArgs;
-use umbra::keys::PrivateKey;
-use umbra::node::daemon::UserspaceConfig;
 use umbra::node::settings::Settings;
-use zeroize::Zeroizing;
-
-/// umbra: a zero-trust, micro-segmenting mesh VPN speaking the WireGuard protocol.
-#[derive(FromArgs)]
-struct Cli {
-    #[argh(subcommand)]
-    command: Command,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum Command {
-    GenKey(GenKey),
-    PubKey(PubKey),
-    Policy(umbra::policy::cli::PolicyCmd),
-    Up(Box<Up>),
-    Status(Status),
-    Flows(Flows),
-}
+use umbra::node::{UpConfig, UserspaceConfig};
+use umbra::observe::ObserveConfig;
 
 /// Run this node of the mesh: find it in the policy by its key, bring up the
 /// tunnel interface (or, with --userspace, an unprivileged userspace TCP/IP
@@ -38,7 +18,7 @@ enum Command {
 /// then the environment, then the file.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "up")]
-struct Up {
+pub struct Up {
     /// the mesh policy file, shared by every node
     #[argh(option)]
     policy: Option<String>,
@@ -112,45 +92,6 @@ struct Up {
     no_offload: bool,
 }
 
-/// Show a running node: its key, data plane, policy, peers (handshakes,
-/// traffic), tracked flows and drop counters.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
-struct Status {
-    /// print JSON
-    #[argh(switch)]
-    json: bool,
-    /// print nothing; exit 0 only if the node answers with its policy
-    /// loaded and its data plane up (a liveness/readiness probe)
-    #[argh(switch)]
-    check: bool,
-    /// the node's control socket (default: found from --interface)
-    #[argh(option)]
-    control: Option<PathBuf>,
-    /// the node's interface name (default: umbra0)
-    #[argh(option, default = "String::from(\"umbra0\")")]
-    interface: String,
-}
-
-/// List a running node's tracked connections: 5-tuple, peer, direction,
-/// admitting rule, age, bytes and packets each way.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "flows")]
-struct Flows {
-    /// print JSON
-    #[argh(switch)]
-    json: bool,
-    /// only the flows of this peer
-    #[argh(option)]
-    peer: Option<String>,
-    /// the node's control socket (default: found from --interface)
-    #[argh(option)]
-    control: Option<PathBuf>,
-    /// the node's interface name (default: umbra0)
-    #[argh(option, default = "String::from(\"umbra0\")")]
-    interface: String,
-}
-
 impl Up {
     /// The command line as a settings layer.
     fn settings(&self) -> Result<Settings, String> {
@@ -178,36 +119,7 @@ impl Up {
     }
 }
 
-/// Print a new private key (base64, as `wg genkey` does).
-#[derive(FromArgs)]
-#[argh(subcommand, name = "genkey")]
-struct GenKey {}
-
-/// Read a private key on standard input and print its public key (as `wg pubkey`).
-#[derive(FromArgs)]
-#[argh(subcommand, name = "pubkey")]
-struct PubKey {}
-
-fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
-    let result = match cli.command {
-        Command::GenKey(_) => genkey(),
-        Command::PubKey(_) => pubkey(),
-        Command::Policy(cmd) => return umbra::policy::cli::run(cmd),
-        Command::Up(up) => run_up(*up),
-        Command::Status(s) => return status(s),
-        Command::Flows(f) => flows(f),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("umbra: {msg}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_up(up: Up) -> Result<(), String> {
+pub fn run(up: Up) -> Result<(), String> {
     let config = up
         .config
         .clone()
@@ -239,7 +151,7 @@ fn run_up(up: Up) -> Result<(), String> {
     let interface = s.interface.unwrap_or_else(|| "umbra0".into());
     let observe = observe_config(&up, &interface, userspace)?;
     let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
-    umbra::node::daemon::run(umbra::node::daemon::UpConfig {
+    umbra::node::run(UpConfig {
         confine: !up.no_confine,
         offload: s.offload.unwrap_or(true),
         user,
@@ -259,14 +171,10 @@ fn run_up(up: Up) -> Result<(), String> {
     })
 }
 
-fn observe_config(
-    up: &Up,
-    interface: &str,
-    userspace: bool,
-) -> Result<umbra::observe::server::ObserveConfig, String> {
+fn observe_config(up: &Up, interface: &str, userspace: bool) -> Result<ObserveConfig, String> {
     use umbra::observe::client::default_path;
     let off = |v: &Option<String>| v.as_deref() == Some("none");
-    let root = umbra::io::euid() == 0;
+    let root = umbra::observe::client::uid() == 0;
     let control = match &up.control {
         _ if off(&up.control) => None,
         Some(p) => Some(PathBuf::from(p)),
@@ -287,7 +195,7 @@ fn observe_config(
                 .map_err(|_| format!("--metrics {a}: give ADDR:PORT, e.g. 127.0.0.1:9586"))?,
         ),
     };
-    Ok(umbra::observe::server::ObserveConfig {
+    Ok(ObserveConfig {
         control,
         flow_log: up.flow_log.clone(),
         metrics,
@@ -295,90 +203,4 @@ fn observe_config(
         control_is_default: up.control.is_none(),
         uapi_is_default: up.uapi.is_none(),
     })
-}
-
-/// Prints to standard output; a closed pipe (`| head`) is not an error.
-fn emit(out: &str) {
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
-}
-
-fn control_path(control: &Option<PathBuf>, interface: &str) -> PathBuf {
-    control
-        .clone()
-        .unwrap_or_else(|| umbra::observe::client::find_socket(interface))
-}
-
-fn status(s: Status) -> ExitCode {
-    use umbra::observe::proto::{Request, Response};
-    let path = control_path(&s.control, &s.interface);
-    let answer = umbra::observe::client::ask(&path, &Request::Status);
-    let st = match answer {
-        Ok(Response::Status(st)) => st,
-        Ok(Response::Error(e)) => {
-            eprintln!("umbra status: the node says: {e}");
-            return ExitCode::FAILURE;
-        }
-        Ok(_) => {
-            eprintln!("umbra status: unexpected answer from {}", path.display());
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            if !s.check {
-                eprintln!("umbra status: {e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    if s.check {
-        return if st.data_plane_up && !st.policy_id.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    }
-    let out = if s.json {
-        serde_json::to_string_pretty(&st).unwrap_or_default() + "\n"
-    } else {
-        umbra::observe::client::status_text(&st)
-    };
-    emit(&out);
-    ExitCode::SUCCESS
-}
-
-fn flows(f: Flows) -> Result<(), String> {
-    use umbra::observe::proto::{Request, Response};
-    let path = control_path(&f.control, &f.interface);
-    let req = Request::Flows {
-        peer: f.peer.clone(),
-    };
-    match umbra::observe::client::ask(&path, &req)? {
-        Response::Flows(list) => {
-            let out = if f.json {
-                serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
-            } else {
-                umbra::observe::client::flows_text(&list)
-            };
-            emit(&out);
-            Ok(())
-        }
-        Response::Error(e) => Err(format!("flows: the node says: {e}")),
-        _ => Err(format!("flows: unexpected answer from {}", path.display())),
-    }
-}
-
-fn genkey() -> Result<(), String> {
-    let key = PrivateKey::generate().map_err(|e| format!("no randomness available: {e}"))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", key.to_base64().as_str()).map_err(|e| e.to_string())
-}
-
-fn pubkey() -> Result<(), String> {
-    let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .take(4096)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read standard input: {e}"))?;
-    let key = PrivateKey::from_base64(&text).map_err(|e| format!("pubkey: {e}"))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", key.public_key()).map_err(|e| e.to_string())
 }

@@ -23,9 +23,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::netlink::Netlink;
+use super::tun::Tun;
 use mio::{Events, Interest, Poll, Token};
-use umbra::io::netlink::Netlink;
-use umbra::io::tun::Tun;
 
 const TUN_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);

@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use argh::FromArgs;
 
-use super::flowlog_agg::Observed;
-use super::Policy;
-use crate::time::{parse_rfc3339, system_time, unix_secs};
+use umbra::policy::flowlog_agg::Observed;
+use umbra::policy::{self as pol, Policy};
+use umbra::time::{parse_rfc3339, system_time, unix_secs};
 
 /// Check, explain, compare and show mesh policy files; learn rules from flow
 /// logs and replay logs against a new policy (offline).
@@ -165,7 +165,7 @@ fn when(at: &Option<String>) -> Result<SystemTime, String> {
 }
 
 fn read(path: &str) -> Result<String, String> {
-    crate::io::files::read_policy_file(std::path::Path::new(path))
+    pol::read_policy_file(std::path::Path::new(path))
 }
 
 fn load(path: &str) -> Result<Policy, String> {
@@ -205,7 +205,7 @@ fn check(c: &Check) -> Result<u8, String> {
 fn explain(e: &Explain) -> Result<u8, String> {
     let now = when(&e.at)?;
     let p = load(&e.file)?;
-    let out = super::explain::explain(&p, &e.from, &e.to, unix_secs(now))?;
+    let out = pol::explain::explain(&p, &e.from, &e.to, unix_secs(now))?;
     print!("{out}");
     Ok(0)
 }
@@ -213,7 +213,7 @@ fn explain(e: &Explain) -> Result<u8, String> {
 fn diff(d: &Diff) -> Result<u8, String> {
     let now = when(&d.at)?;
     let (old, new) = (load(&d.old)?, load(&d.new)?);
-    print!("{}", super::diff::diff(&old, &new, unix_secs(now)));
+    print!("{}", pol::diff::diff(&old, &new, unix_secs(now)));
     Ok(0)
 }
 
@@ -226,7 +226,7 @@ fn show(s: &Show) -> Result<u8, String> {
             s.node, s.file
         )
     })?;
-    print!("{}", super::show::show(&p, node.id, now));
+    print!("{}", pol::show::show(&p, node.id, now));
     Ok(0)
 }
 
@@ -254,13 +254,13 @@ fn suggest(s: &Suggest) -> Result<u8, String> {
     let now = unix_secs(when(&s.at)?);
     let p = load(&s.file)?;
     let o = observe(&s.logs)?;
-    let opts = super::suggest::Options {
+    let opts = pol::suggest::Options {
         enforce: s.enforce,
         now,
         min_flows: s.min_flows,
     };
-    let found = super::suggest::suggest_with(&p, &o, &opts);
-    print!("{}", super::suggest_render::render(&p, &found, &o.stats));
+    let found = pol::suggest::suggest_with(&p, &o, &opts);
+    print!("{}", pol::suggest_render::render(&p, &found, &o.stats));
     Ok(0)
 }
 
@@ -268,8 +268,8 @@ fn replay(r: &Replay) -> Result<u8, String> {
     let now = unix_secs(when(&r.at)?);
     let p = load(&r.file)?;
     let o = observe(&r.logs)?;
-    let result = super::replay::replay(&p, &o, now);
-    print!("{}", super::replay::render(&result, &o));
+    let result = pol::replay::replay(&p, &o, now);
+    print!("{}", pol::replay::render(&result, &o));
     Ok(if result.cut.is_empty() {
         0
     } else {
