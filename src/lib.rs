@@ -17,9 +17,11 @@
 //!
 //! The OS edge (TUN, rtnetlink, UDP, seccomp/Landlock; the only `unsafe`
 //! code), the userspace TCP/IP stack and the daemon's event loop are not
-//! library surface: [`node::run`] is their one entry point. The `umbra`
-//! command line lives in the binary (`src/bin/umbra/`). The fuzz-target
-//! bodies (`fuzzing`) exist only with the `fuzzing` cargo feature.
+//! library surface: [`node::run`] is their one entry point (umbra's own
+//! integration tests and benchmarks reach the OS edge through the
+//! undocumented `internals` cargo feature). The `umbra` command line lives in
+//! the binary (`src/bin/umbra/`). The fuzz-target bodies (`fuzzing`) exist
+//! only with the `fuzzing` cargo feature.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -27,11 +29,17 @@
 pub mod conntrack;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-// The OS edge and the userspace data plane: crate-internal, reached
-// through `node::run`.
+// The OS edge: crate-internal, reached through `node::run`. The
+// `internals` feature opens it, undocumented, to umbra's own integration
+// tests and benchmarks (see Cargo.toml).
+#[cfg(not(feature = "internals"))]
 mod io;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod io;
 pub mod keys;
 pub mod log;
+// The userspace data plane, reached through `node::run` too.
 mod netstack;
 pub mod node;
 pub mod observe;
