@@ -15,6 +15,10 @@ pub mod sockopt;
 pub mod tun;
 pub mod tun_offload;
 pub mod udp;
+// Batched UDP I/O (issue 14) is not wired into the event loop yet: until it
+// is, only its tests and benches/udp.rs use it, and the shipped build would
+// call it dead. Remove this allow when the loop uses it.
+#[cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 pub mod udp_batch;
 
 // Tests against the real kernel (root, network namespaces) and of the
