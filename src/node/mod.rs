@@ -13,6 +13,9 @@ mod report;
 pub mod routes;
 pub mod settings;
 
+/// Reads a policy file the way the node does: a regular file, bounded
+/// ([`crate::policy::MAX_POLICY_BYTES`]), never blocking on a FIFO or device.
+pub use crate::io::files::read_policy_file;
 pub use daemon::{run, UpConfig, UserspaceConfig};
 pub use engine::{Action, Datagram, DropReason, Engine, Options, PeerResolver, ReloadError};
 pub(crate) mod resolve;

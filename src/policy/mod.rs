@@ -55,9 +55,6 @@ use std::time::SystemTime;
 
 use blake2::{Blake2s256, Digest};
 
-/// Reads a policy file the way the node does: a regular file, bounded
-/// ([`MAX_POLICY_BYTES`]), never blocking on a FIFO or device.
-pub use crate::io::files::read_policy_file;
 pub use ast::{Endpoint, Host, RuleKind};
 pub use compile::NodeTable;
 pub use diag::{Diagnostic, PolicyError, Severity, Span};
