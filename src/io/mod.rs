@@ -15,10 +15,6 @@ pub mod sockopt;
 pub mod tun;
 pub mod tun_offload;
 pub mod udp;
-// Batched UDP I/O (issue 14) is not wired into the event loop yet: until it
-// is, only its tests and benches/udp.rs use it, and the shipped build would
-// call it dead. Remove this allow when the loop uses it.
-#[cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 pub mod udp_batch;
 
 // Tests against the real kernel (root, network namespaces) and of the
@@ -56,8 +52,6 @@ pub trait PacketIo {
     /// coalesces (the TUN device with offloads) may hold sent packets until
     /// this is called: call it after every batch of sends, before waiting
     /// for events again. Backends that write at once need nothing here.
-    // Not called by the event loop yet (see `udp_batch` above).
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     fn flush(&mut self, _now: Instant) -> io::Result<()> {
         Ok(())
     }

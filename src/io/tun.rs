@@ -55,10 +55,6 @@ pub struct Tun {
     vnet: Option<Box<VnetIo>>,
 }
 
-// The offload half (create_offload, queue/flush, stats) is not wired into the
-// event loop yet: until it is, only tests use it and the shipped build would
-// call it dead. Remove this allow when the loop uses it.
-#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 impl Tun {
     /// Creates a TUN device called `name` (or lets the kernel pick a name
     /// when `name` is empty; a `%d` in the name is replaced by a number).
@@ -146,7 +142,8 @@ impl Tun {
     /// Writes one IP packet (v4 or v6, told apart by its version nibble)
     /// for the kernel to deliver, now (behind whatever [`Tun::queue`]
     /// holds: that is flushed first). Returns `WouldBlock` when the device
-    /// queue is full.
+    /// queue is full. (The node writes through [`Tun::queue`]; for tests.)
+    #[cfg(test)]
     pub fn send(&mut self, packet: &[u8]) -> io::Result<usize> {
         match &mut self.vnet {
             Some(v) => {
@@ -264,6 +261,7 @@ fn enable_offloads(file: &File) -> io::Result<Offloads> {
 }
 
 /// One `writev` of a header and a packet; the bytes written.
+#[cfg(test)]
 fn writev(file: &File, hdr: &[u8], packet: &[u8]) -> io::Result<usize> {
     let iov = [
         libc::iovec {

@@ -133,8 +133,6 @@ impl UdpPair {
     /// 5.0+); returns whether it is on for every socket. Only for a pair
     /// read with [`super::udp_batch::UdpRx`], which splits coalesced
     /// messages; [`recv_from`] would hand them over whole.
-    // Not called by the event loop yet (see `udp_batch` in io/mod.rs).
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn enable_gro(&self) -> bool {
         let mut all = true;
         for socket in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
@@ -164,6 +162,9 @@ impl UdpPair {
     /// Sends one datagram to `to` from the socket of its family (a
     /// v4-mapped IPv6 address goes out over IPv4). `WouldBlock` means the
     /// socket buffer is full: WireGuard-style protocols just drop the packet.
+    /// (The node sends through `udp_batch::UdpTx`; this one-call-per-datagram
+    /// path is for tests and the I/O benchmark's baseline.)
+    #[cfg(any(test, feature = "internals"))]
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         match canonical(to) {
             to @ SocketAddr::V4(_) => self.v4.send_to(buf, to),
@@ -180,7 +181,9 @@ impl UdpPair {
 
 /// Receives one datagram and its sender's address (v4-mapped IPv6
 /// addresses are turned into IPv4 ones). `WouldBlock` means drained. Not
-/// for a socket with GRO on (see [`UdpPair::enable_gro`]).
+/// for a socket with GRO on (see [`UdpPair::enable_gro`]). (The node
+/// receives through `udp_batch::UdpRx`; this is for tests and benchmarks.)
+#[cfg(any(test, feature = "internals"))]
 pub fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     let (n, from) = socket.recv_from(buf)?;
     Ok((n, canonical(from)))

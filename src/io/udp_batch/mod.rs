@@ -18,8 +18,12 @@ mod tx;
 #[cfg(test)]
 mod tests;
 
-pub use rx::{RxStats, UdpRx, RX_BATCH};
-pub use tx::{TxStats, UdpTx, GSO_MAX_SEGMENTS};
+pub use rx::UdpRx;
+#[cfg(any(test, feature = "internals"))]
+pub use rx::{RxStats, RX_BATCH};
+pub use tx::UdpTx;
+#[cfg(any(test, feature = "internals"))]
+pub use tx::{TxStats, GSO_MAX_SEGMENTS};
 
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -113,6 +113,7 @@ impl UdpTx {
     }
 
     /// Datagrams queued and not yet sent.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.v4.entries.len() + self.v6.entries.len()
     }
