@@ -9,9 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use umbra::conntrack::{Config, Conntrack, Direction, Match, PeerId, RuleId};
+use umbra::net::IpProtocol;
 use umbra::wire::checksum::{self, Checksum};
 use umbra::wire::classify;
-use umbra::wire::ip::IpProtocol;
 use umbra::wire::{ipv4, ipv6, PacketInfo};
 
 const ROUNDS: usize = 3;

@@ -9,7 +9,7 @@
 //!
 //! | layer | modules | what it is |
 //! |---|---|---|
-//! | vocabulary | [`wire`], [`keys`], [`time`], [`log`] | zero-copy views over untrusted packets, Curve25519 keys, RFC 3339 time, the log level |
+//! | vocabulary | [`net`], [`wire`], [`keys`], [`time`], [`log`] | IP networks, prefix masking and protocol names, zero-copy views over untrusted packets, Curve25519 keys, RFC 3339 time, the log level |
 //! | protocol and policy | [`tunnel`], [`policy`], [`conntrack`] | the WireGuard engine ([`tunnel::Device`]), the policy language and its compiler ([`policy::Policy`], [`policy::NodeTable`]), the connection tracker ([`conntrack::Conntrack`]) |
 //! | node | [`node`] | [`node::Engine`]: one node's enforcement path (cryptokey routing, policy, conntrack, cloaking, reload) over the three above, still sans-IO |
 //! | observation | [`observe`] | the control-socket protocol and client, flow-log records, metrics |
@@ -39,6 +39,7 @@ mod io;
 pub mod io;
 pub mod keys;
 pub mod log;
+pub mod net;
 // The userspace data plane, reached through `node::run` too.
 mod netstack;
 pub mod node;

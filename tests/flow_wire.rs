@@ -5,9 +5,9 @@ mod flow_support;
 use std::net::IpAddr;
 
 use flow_support::*;
+use umbra::net::IpProtocol;
 use umbra::wire::classify::{EmbeddedTransport, Fragment, IcmpKind, Transport};
 use umbra::wire::icmp::IcmpPacket;
-use umbra::wire::ip::IpProtocol;
 use umbra::wire::ipv4::Ipv4Packet;
 use umbra::wire::tcp::{TcpFlags, TcpPacket};
 use umbra::wire::udp::UdpPacket;

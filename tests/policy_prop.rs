@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use umbra::keys::PublicKey;
+use umbra::net::IpProtocol;
 use umbra::policy::{Flow, NodeId, Policy};
 
 const NOW: u64 = 1_800_000_000;
@@ -219,6 +220,7 @@ proptest! {
             for dst in destinations(&p, via.id) {
                 for src in p.nodes() {
                     for &(proto, port) in FLOWS {
+                        let proto = IpProtocol(proto);
                         let want = p.evaluate(src.id, via.id, dst, Flow { proto, port }, now);
                         let got = tables[via.id.index()].ingress(src.id, dst, proto, port);
                         prop_assert_eq!(got, want, "ingress {} -> {} via {} {}/{}\n{}", src.name, dst, via.name, port, proto, text);
@@ -270,7 +272,7 @@ proptest! {
             let now = SystemTime::now();
             for n in p.nodes() {
                 let t = p.compile_for(n.id, now);
-                let _ = t.ingress(n.id, "10.0.0.1".parse().unwrap(), 6, 80);
+                let _ = t.ingress(n.id, "10.0.0.1".parse().unwrap(), IpProtocol::TCP, 80);
             }
             let _ = p.lint(now);
             let _ = p.run_expects(now);
@@ -296,6 +298,7 @@ fn random_policies_exercise_every_verdict_kind() {
             for dst in destinations(&p, via.id) {
                 for src in p.nodes() {
                     for &(proto, port) in FLOWS {
+                        let proto = IpProtocol(proto);
                         let v = p.evaluate(src.id, via.id, dst, Flow { proto, port }, now);
                         match (v.action, v.rule.and_then(|r| p.rule(r)).map(|r| r.kind)) {
                             (Action::Allow, _) => allow += 1,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::key::{bytes_addr, Key, Orient};
 use super::state::FlowState;
 use super::{Direction, PeerId, RuleId};
-use crate::wire::ip::IpProtocol;
+use crate::net::IpProtocol;
 
 /// What the tracker stores per flow, next to its key.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,7 @@ impl Entry<'_> {
 
     /// Protocol.
     pub fn protocol(&self) -> IpProtocol {
-        IpProtocol(self.key.protocol)
+        self.key.protocol
     }
 
     /// Direction across this node of the packet that opened the flow:

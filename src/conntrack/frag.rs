@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use super::key::addr_bytes;
 use super::{Direction, PeerId, RuleId};
+use crate::net::IpProtocol;
 use crate::wire::classify::PacketInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FragKey {
     peer: u32,
     ident: u32,
-    protocol: u8,
+    protocol: IpProtocol,
     v6: bool,
     src: [u8; 16],
     dst: [u8; 16],
@@ -34,7 +35,7 @@ impl FragKey {
         Some(FragKey {
             peer: peer.0,
             ident: info.fragment_ident()?,
-            protocol: info.protocol.0,
+            protocol: info.protocol,
             v6: matches!(info.src, IpAddr::V6(_)),
             src: addr_bytes(info.src),
             dst: addr_bytes(info.dst),

@@ -14,13 +14,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::PeerId;
+use crate::net::IpProtocol;
 use crate::wire::classify::{Embedded, EmbeddedTransport, IcmpKind, PacketInfo, Transport};
-use crate::wire::ip::IpProtocol;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
     pub(crate) peer: u32,
-    pub(crate) protocol: u8,
+    pub(crate) protocol: IpProtocol,
     pub(crate) v6: bool,
     pub(crate) a_port: u16,
     pub(crate) b_port: u16,
@@ -35,7 +35,7 @@ impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let mut b = [0u8; 42];
         b[..4].copy_from_slice(&self.peer.to_ne_bytes());
-        b[4] = self.protocol;
+        b[4] = self.protocol.number();
         b[5] = u8::from(self.v6);
         b[6..8].copy_from_slice(&self.a_port.to_ne_bytes());
         b[8..10].copy_from_slice(&self.b_port.to_ne_bytes());
@@ -94,7 +94,7 @@ impl Key {
         let (s, d) = (addr_bytes(src), addr_bytes(dst));
         let mut key = Key {
             peer: peer.0,
-            protocol: protocol.0,
+            protocol,
             v6: src.is_ipv6(),
             a_port: 0,
             b_port: 0,

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use crate::conntrack::{self, drive::drive, Conntrack};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::net::IpProtocol;
 use crate::wire::classify::{PacketInfo, Transport};
 use crate::wire::reject::{reject, RejectWith, MAX_ICMPV4_REPLY, MAX_REPLY_LEN};
 use crate::wire::wg::{self, Message, MAC_LEN};
@@ -311,7 +312,10 @@ pub fn policy(data: &[u8]) {
     let mut probes = eval::probe_flows(&p.model);
     probes.truncate(48);
     probes.extend(
-        [(6, 0), (17, 65535), (1, 8), (58, 128), (47, 0)].map(|(proto, port)| Flow { proto, port }),
+        [(6, 0), (17, 65535), (1, 8), (58, 128), (47, 0)].map(|(proto, port)| Flow {
+            proto: IpProtocol(proto),
+            port,
+        }),
     );
     for via in nodes {
         let mut dsts: Vec<_> = via.addresses.iter().map(|a| a.addr()).collect();

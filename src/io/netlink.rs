@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use crate::net::IpNet;
+
 // <linux/netlink.h>
 const NLMSG_HDR_LEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
@@ -508,7 +510,7 @@ fn address_message(
     addr: IpAddr,
     prefix_len: u8,
 ) -> io::Result<Message> {
-    check_prefix(addr, prefix_len)?;
+    let addr = checked(addr, prefix_len)?.addr();
     let mut msg = Message::new(kind, extra_flags);
     let (family, bytes) = family_and_bytes(addr);
     // ifaddrmsg: family, prefixlen, flags, scope, index
@@ -529,8 +531,7 @@ fn route_message(
     dest: IpAddr,
     prefix_len: u8,
 ) -> io::Result<Message> {
-    check_prefix(dest, prefix_len)?;
-    let dest = mask(dest, prefix_len);
+    let dest = checked(dest, prefix_len)?.network().addr();
     let mut msg = Message::new(kind, extra_flags);
     let (family, bytes) = family_and_bytes(dest);
     // A route straight out of a point-to-point device has link scope;
@@ -557,32 +558,16 @@ fn route_message(
     Ok(msg)
 }
 
-fn check_prefix(addr: IpAddr, prefix_len: u8) -> io::Result<()> {
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if prefix_len > max {
-        return Err(io::Error::new(
+fn checked(addr: IpAddr, prefix_len: u8) -> io::Result<IpNet> {
+    IpNet::new(addr, prefix_len).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("prefix length {prefix_len} is longer than {max}"),
-        ));
-    }
-    Ok(())
-}
-
-fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
+            format!(
+                "prefix length {prefix_len} is longer than {}",
+                crate::net::addr_len(addr)
+            ),
+        )
+    })
 }
 
 fn family_and_bytes(addr: IpAddr) -> (u8, Vec<u8>) {
@@ -697,22 +682,21 @@ mod tests {
     fn route_prefix_is_checked_and_masked() {
         assert!(route_message(RTM_NEWROUTE, 0, 1, "10.0.0.0".parse().unwrap(), 33).is_err());
         assert!(route_message(RTM_NEWROUTE, 0, 1, "fd00::".parse().unwrap(), 129).is_err());
-        assert_eq!(
-            mask("10.1.2.3".parse().unwrap(), 16),
-            "10.1.0.0".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            mask("10.1.2.3".parse().unwrap(), 0),
-            "0.0.0.0".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            mask("10.1.2.3".parse().unwrap(), 32),
-            "10.1.2.3".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            mask("fd00:1:2:3::9".parse().unwrap(), 48),
-            "fd00:1:2::".parse::<IpAddr>().unwrap()
-        );
+        let dst = |addr: &str, len| {
+            let mut msg = route_message(RTM_NEWROUTE, 0, 1, addr.parse().unwrap(), len).unwrap();
+            let bytes = msg.finish(1).to_vec();
+            // rtmsg (12 bytes) follows the header; RTA_DST is the first attribute.
+            let (kind, value) = attrs(&bytes[28..]).next().unwrap();
+            assert_eq!(kind, RTA_DST);
+            assert_eq!(bytes[17], len, "dst_len");
+            value.to_vec()
+        };
+        assert_eq!(dst("10.1.2.3", 16), [10, 1, 0, 0]);
+        assert_eq!(dst("10.1.2.3", 0), [0, 0, 0, 0]);
+        assert_eq!(dst("10.1.2.3", 32), [10, 1, 2, 3]);
+        let v6: IpAddr = "fd00:1:2::".parse().unwrap();
+        let IpAddr::V6(v6) = v6 else { unreachable!() };
+        assert_eq!(dst("fd00:1:2:3::9", 48), v6.octets());
     }
 
     #[test]

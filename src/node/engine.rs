@@ -16,7 +16,7 @@
 //! drops removed or quarantined peers at once and cuts tracked flows the
 //! new policy no longer allows.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 pub use super::action::{Action, Datagram, DropCounters, DropReason};
@@ -26,6 +26,7 @@ pub use super::reload::{PeerResolver, ReloadError};
 use super::routes::Routes;
 use crate::conntrack::{self, Conntrack, Direction, Match};
 use crate::keys::PrivateKey;
+use crate::net::{IpNet, IpProtocol};
 use crate::policy::{Action as PolicyAction, Node, NodeId, NodeTable, Policy, Verdict};
 use crate::tunnel::{self, Device, PeerId, Received, SendError, Sent, Transmit};
 use crate::wire::reject::{reject, RejectWith, MAX_REPLY_LEN};
@@ -433,7 +434,7 @@ impl Engine {
     /// The networks this node must route into its tunnel: every other
     /// node's addresses and served networks, peer or not, so mesh traffic
     /// is judged here and never leaks to the underlay.
-    pub fn routed_networks(&self) -> Vec<crate::policy::IpNet> {
+    pub fn routed_networks(&self) -> Vec<IpNet> {
         self.policy
             .nodes()
             .iter()
@@ -450,24 +451,17 @@ impl Engine {
 
 /// The (protocol, port) pair the policy judges: destination port for TCP
 /// and UDP, ICMP type for ICMP, 0 for anything else.
-pub(super) fn policy_key(info: &PacketInfo) -> (u8, u16) {
+pub(super) fn policy_key(info: &PacketInfo) -> (IpProtocol, u16) {
     let port = info
         .dst_port()
         .or_else(|| info.icmp_type_code().map(|(t, _)| u16::from(t)))
         .unwrap_or(0);
-    (info.protocol.0, port)
-}
-
-pub(super) fn echo_request_type(dst: IpAddr) -> u16 {
-    match dst {
-        IpAddr::V4(_) => 8,
-        IpAddr::V6(_) => 128,
-    }
+    (info.protocol, port)
 }
 
 fn reject_with(info: &PacketInfo) -> RejectWith {
-    match info.protocol.0 {
-        6 | 17 => RejectWith::Closed,
+    match info.protocol {
+        IpProtocol::TCP | IpProtocol::UDP => RejectWith::Closed,
         _ => RejectWith::AdminProhibited,
     }
 }
@@ -476,8 +470,8 @@ fn reject_with(info: &PacketInfo) -> RejectWith {
 /// RST for TCP (the application sees "connection refused"), ICMP
 /// administratively prohibited for everything else.
 fn refuse_locally_with(info: &PacketInfo) -> RejectWith {
-    match info.protocol.0 {
-        6 => RejectWith::Closed,
+    match info.protocol {
+        IpProtocol::TCP => RejectWith::Closed,
         _ => RejectWith::AdminProhibited,
     }
 }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::net::IpProtocol;
 use crate::policy::PolicyId;
 
 pub use crate::log::Level;
@@ -16,7 +17,7 @@ pub struct FlowDesc {
     pub peer: String,
     pub src: IpAddr,
     pub dst: IpAddr,
-    pub proto: u8,
+    pub proto: IpProtocol,
     /// Destination port, or ICMP type.
     pub port: u16,
     /// True for packets from the local tunnel towards the peer.
@@ -25,12 +26,7 @@ pub struct FlowDesc {
 
 impl fmt::Display for FlowDesc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.proto {
-            6 => "tcp".to_string(),
-            17 => "udp".to_string(),
-            1 | 58 => "icmp".to_string(),
-            n => format!("proto-{n}"),
-        };
+        let proto = self.proto;
         let arrow = if self.outbound { "to" } else { "from" };
         write!(
             f,

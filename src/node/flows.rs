@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keys::PublicKey;
+use crate::net::IpProtocol;
 use crate::policy::{NodeId, Policy, PolicyId, RuleId, RuleKind};
 
 /// A policy's names, as records need them.
@@ -140,7 +141,7 @@ pub struct FlowEnd {
 /// One flow, as the initiator sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowTuple {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub src: IpAddr,
     pub src_port: u16,
     pub dst: IpAddr,
@@ -267,14 +268,14 @@ impl ReplyCounters {
     }
 }
 
-use super::engine::{echo_request_type, Engine};
+use super::engine::Engine;
 use crate::conntrack::{Direction, EndCause, Entry};
 use crate::policy::{Action, Verdict};
 use crate::wire::PacketInfo;
 
 fn tuple_of(info: &PacketInfo) -> FlowTuple {
     FlowTuple {
-        proto: info.protocol.0,
+        proto: info.protocol,
         src: info.src,
         src_port: info.ports().map_or(0, |(s, _)| s),
         dst: info.dst,
@@ -285,14 +286,15 @@ fn tuple_of(info: &PacketInfo) -> FlowTuple {
 
 fn tuple_of_entry(e: &Entry<'_>) -> FlowTuple {
     FlowTuple {
-        proto: e.protocol().0,
+        proto: e.protocol(),
         src: e.src(),
         src_port: e.src_port().unwrap_or(0),
         dst: e.dst(),
         dst_port: e.dst_port().unwrap_or(0),
         icmp: e
             .icmp_ident()
-            .map(|_| (echo_request_type(e.dst()) as u8, 0)),
+            .and(IpProtocol::icmp_for(e.dst()).echo_request_type())
+            .map(|echo| (echo, 0)),
     }
 }
 

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use super::engine::{echo_request_type, rule_id, Engine};
+use super::engine::{rule_id, Engine};
 use super::events::Event;
 use super::flows::{EndReason, PolicyMeta};
 use super::routes::Routes;
 use crate::conntrack::{self, Direction};
 use crate::keys::{PresharedKey, PublicKey};
+use crate::net::IpProtocol;
 use crate::policy::{Node, NodeId, Policy};
 use crate::tunnel::{PeerConfig, PeerId};
 
@@ -171,10 +172,11 @@ impl Engine {
         let (table, peer_node) = (&self.table, &self.peer_node);
         self.conntrack.rejudge(|e| {
             let node = peer_node.get(e.peer().0 as usize).copied().flatten()?;
-            let proto = e.protocol().0;
-            let port = match (e.dst_port(), e.protocol().is_icmp()) {
+            let proto = e.protocol();
+            let echo = IpProtocol::icmp_for(e.dst()).echo_request_type();
+            let port = match (e.dst_port(), proto.is_icmp()) {
                 (Some(p), _) => p,
-                (None, true) => echo_request_type(e.dst()),
+                (None, true) => echo.map_or(0, u16::from),
                 (None, false) => 0,
             };
             let verdict = match e.initiator() {

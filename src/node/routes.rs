@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::policy::IpNet;
+use crate::net::{addr_len, masked_bits, prefix_mask, to_bits, IpNet};
 use crate::policy::NodeId as PeerId;
 
 #[derive(Default, Clone)]
@@ -26,8 +26,9 @@ struct Family {
 }
 
 impl Family {
-    fn insert(&mut self, bits: u128, width: u8, len: u8, peer: PeerId) -> Option<PeerId> {
-        let masked = mask(bits, width, len);
+    fn insert(&mut self, net: IpNet, peer: PeerId) -> Option<PeerId> {
+        let len = net.prefix();
+        let masked = masked_bits(net.addr(), len);
         let slot = match self.by_len.iter().position(|(l, _)| *l == len) {
             Some(i) => i,
             None => {
@@ -52,27 +53,11 @@ impl Family {
         }
     }
 
-    fn lookup(&self, bits: u128, width: u8) -> Option<PeerId> {
+    fn lookup(&self, ip: IpAddr) -> Option<PeerId> {
+        let (bits, len) = (to_bits(ip), addr_len(ip));
         self.by_len
             .iter()
-            .find_map(|(len, map)| map.get(&mask(bits, width, *len)).copied())
-    }
-}
-
-fn mask(bits: u128, width: u8, len: u8) -> u128 {
-    if len == 0 {
-        return 0;
-    }
-    let keep = u32::from(len.min(width));
-    let shift = 128 - keep;
-    (bits >> shift) << shift
-}
-
-fn split(ip: IpAddr) -> (u128, u8, bool) {
-    match ip {
-        // IPv4 bits sit at the top so the same masking serves both families.
-        IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32, true),
-        IpAddr::V6(a) => (u128::from(a), 128, false),
+            .find_map(|(prefix, map)| map.get(&(bits & prefix_mask(len, *prefix))).copied())
     }
 }
 
@@ -88,9 +73,12 @@ impl Routes {
     /// Adds `net` for `peer`; returns the peer already holding exactly that
     /// prefix, if any (the new entry is then ignored).
     pub fn insert(&mut self, net: IpNet, peer: PeerId) -> Option<PeerId> {
-        let (bits, width, v4) = split(net.addr());
-        let family = if v4 { &mut self.v4 } else { &mut self.v6 };
-        let clash = family.insert(bits, width, net.prefix(), peer);
+        let family = if net.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        let clash = family.insert(net, peer);
         if clash.is_none() {
             self.len += 1;
         }
@@ -99,11 +87,10 @@ impl Routes {
 
     /// The peer whose longest prefix contains `ip`.
     pub fn lookup(&self, ip: IpAddr) -> Option<PeerId> {
-        let (bits, width, v4) = split(ip);
-        if v4 {
-            self.v4.lookup(bits, width)
+        if ip.is_ipv4() {
+            self.v4.lookup(ip)
         } else {
-            self.v6.lookup(bits, width)
+            self.v6.lookup(ip)
         }
     }
 
@@ -151,5 +138,26 @@ mod tests {
         assert_eq!(r.insert(net("10.0.0.1/32"), PeerId(1)), None);
         assert_eq!(r.insert(net("10.0.0.1/32"), PeerId(2)), Some(PeerId(1)));
         assert_eq!(r.lookup("10.0.0.1".parse().unwrap()), Some(PeerId(1)));
+    }
+
+    #[test]
+    fn edge_prefixes_per_family() {
+        let mut r = Routes::default();
+        r.insert(net("::/0"), PeerId(1));
+        r.insert(net("fd00::7/128"), PeerId(2));
+        r.insert(net("10.0.0.7/32"), PeerId(3));
+        // Host bits in a route are ignored: 10.1.2.3/16 is 10.1.0.0/16.
+        r.insert(net("10.1.2.3/16"), PeerId(4));
+        assert_eq!(r.lookup("fd00::7".parse().unwrap()), Some(PeerId(2)));
+        assert_eq!(r.lookup("fd00::8".parse().unwrap()), Some(PeerId(1)));
+        assert_eq!(r.lookup("ffff::".parse().unwrap()), Some(PeerId(1)));
+        assert_eq!(r.lookup("10.0.0.7".parse().unwrap()), Some(PeerId(3)));
+        assert_eq!(
+            r.lookup("10.0.0.6".parse().unwrap()),
+            None,
+            "::/0 is IPv6 only"
+        );
+        assert_eq!(r.lookup("10.1.200.1".parse().unwrap()), Some(PeerId(4)));
+        assert_eq!(r.insert(net("10.1.0.0/16"), PeerId(5)), Some(PeerId(4)));
     }
 }

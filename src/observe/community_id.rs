@@ -12,6 +12,8 @@ use std::net::IpAddr;
 
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 
+use crate::net::IpProtocol;
+
 /// The Community ID string of a flow as its initiator sent it. `sport` and
 /// `dport` are the ports for TCP, UDP and SCTP; for ICMP/ICMPv6 pass the
 /// type and code instead; they are ignored for other protocols. Addresses
@@ -20,7 +22,7 @@ pub fn community_id_v1(
     seed: u16,
     src: IpAddr,
     dst: IpAddr,
-    proto: u8,
+    proto: IpProtocol,
     sport: u16,
     dport: u16,
 ) -> String {
@@ -30,12 +32,12 @@ pub fn community_id_v1(
         _ => return String::new(),
     };
     let (ports, one_way) = match proto {
-        6 | 17 | 132 => (Some((sport, dport)), false),
-        1 => {
+        IpProtocol::TCP | IpProtocol::UDP | IpProtocol::SCTP => (Some((sport, dport)), false),
+        IpProtocol::ICMP => {
             let (p, one_way) = icmp_ports(sport as u8, dport as u8, ICMP4_PAIRS);
             (Some(p), one_way)
         }
-        58 => {
+        IpProtocol::ICMPV6 => {
             let (p, one_way) = icmp_ports(sport as u8, dport as u8, ICMP6_PAIRS);
             (Some(p), one_way)
         }
@@ -50,7 +52,7 @@ pub fn community_id_v1(
     input.extend_from_slice(&seed.to_be_bytes());
     input.extend_from_slice(&a);
     input.extend_from_slice(&b);
-    input.push(proto);
+    input.push(proto.number());
     input.push(0);
     if ports.is_some() {
         input.extend_from_slice(&pa.to_be_bytes());
@@ -100,19 +102,19 @@ mod tests {
     fn published_vectors_seed_0() {
         let (a, b) = (ip("1.2.3.4"), ip("5.6.7.8"));
         assert_eq!(
-            community_id_v1(0, a, b, 6, 1122, 3344),
+            community_id_v1(0, a, b, IpProtocol(6), 1122, 3344),
             "1:wCb3OG7yAFWelaUydu0D+125CLM="
         );
         assert_eq!(
-            community_id_v1(0, a, b, 17, 1122, 3344),
+            community_id_v1(0, a, b, IpProtocol(17), 1122, 3344),
             "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg="
         );
         assert_eq!(
-            community_id_v1(0, a, b, 1, 8, 0),
+            community_id_v1(0, a, b, IpProtocol(1), 8, 0),
             "1:crodRHL2FEsHjbv3UkRrfbs4bZ0="
         );
         assert_eq!(
-            community_id_v1(0, a, b, 46, 0, 0),
+            community_id_v1(0, a, b, IpProtocol(46), 0, 0),
             "1:ikv3kmf89luf73WPz1jOs49S768="
         );
         let (c, d) = (
@@ -120,7 +122,7 @@ mod tests {
             ip("fe80:1011:1213:1415:1617:1819:1a1b:1c1d"),
         );
         assert_eq!(
-            community_id_v1(0, c, d, 58, 128, 0),
+            community_id_v1(0, c, d, IpProtocol(58), 128, 0),
             "1:0bf7hyMJUwt3fMED7z8LIfRpBeo="
         );
     }
@@ -129,15 +131,15 @@ mod tests {
     fn published_vectors_seed_1() {
         let (a, b) = (ip("1.2.3.4"), ip("5.6.7.8"));
         assert_eq!(
-            community_id_v1(1, a, b, 6, 1122, 3344),
+            community_id_v1(1, a, b, IpProtocol(6), 1122, 3344),
             "1:HhA1B+6CoLbiKPEs5nhNYN4XWfk="
         );
         assert_eq!(
-            community_id_v1(1, a, b, 17, 1122, 3344),
+            community_id_v1(1, a, b, IpProtocol(17), 1122, 3344),
             "1:OShq+iKDAMVouh/4bMxB9Sz4amw="
         );
         assert_eq!(
-            community_id_v1(1, a, b, 1, 8, 0),
+            community_id_v1(1, a, b, IpProtocol(1), 8, 0),
             "1:9pr4ZGTICiuZoIh90RRYE2RyXpU="
         );
         let (c, d) = (
@@ -145,7 +147,7 @@ mod tests {
             ip("fe80:1011:1213:1415:1617:1819:1a1b:1c1d"),
         );
         assert_eq!(
-            community_id_v1(1, c, d, 58, 128, 0),
+            community_id_v1(1, c, d, IpProtocol(58), 128, 0),
             "1:IO27GQzPuCtNnwFvjWALMHu5tJE="
         );
     }
@@ -154,19 +156,19 @@ mod tests {
     fn both_directions_hash_alike() {
         let (a, b) = (ip("1.2.3.4"), ip("5.6.7.8"));
         assert_eq!(
-            community_id_v1(0, b, a, 6, 3344, 1122),
-            community_id_v1(0, a, b, 6, 1122, 3344)
+            community_id_v1(0, b, a, IpProtocol(6), 3344, 1122),
+            community_id_v1(0, a, b, IpProtocol(6), 1122, 3344)
         );
         // An echo reply travelling back joins its request.
         assert_eq!(
-            community_id_v1(0, b, a, 1, 0, 0),
+            community_id_v1(0, b, a, IpProtocol(1), 0, 0),
             "1:crodRHL2FEsHjbv3UkRrfbs4bZ0="
         );
         // One-way ICMP (destination unreachable) keeps its direction.
         assert_ne!(
-            community_id_v1(0, a, b, 1, 3, 3),
-            community_id_v1(0, b, a, 1, 3, 3)
+            community_id_v1(0, a, b, IpProtocol(1), 3, 3),
+            community_id_v1(0, b, a, IpProtocol(1), 3, 3)
         );
-        assert_eq!(community_id_v1(0, a, ip("::1"), 6, 1, 2), "");
+        assert_eq!(community_id_v1(0, a, ip("::1"), IpProtocol(6), 1, 2), "");
     }
 }

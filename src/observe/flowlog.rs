@@ -23,22 +23,11 @@ pub const SCHEMA: u64 = 1;
 /// Most bytes buffered for a slow destination; past it records are lost.
 const MAX_PENDING: usize = 1 << 20;
 
-/// The flow log's `network.transport` name (also `umbra status`/`flows`).
-pub(crate) fn transport(proto: u8) -> String {
-    match proto {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "ipv6-icmp".into(),
-        n => n.to_string(),
-    }
-}
-
 /// The Community ID of a record's flow (ICMP hashed by type and code).
 pub fn community_id(r: &FlowRecord) -> String {
     let t = &r.tuple;
-    let (sp, dp) = match (t.proto, t.icmp) {
-        (1 | 58, Some((ty, code))) => (u16::from(ty), u16::from(code)),
+    let (sp, dp) = match (t.proto.is_icmp(), t.icmp) {
+        (true, Some((ty, code))) => (u16::from(ty), u16::from(code)),
         _ => (t.src_port, t.dst_port),
     };
     community_id_v1(0, t.src, t.dst, t.proto, sp, dp)
@@ -88,14 +77,14 @@ pub fn render(out: &mut String, item: &FlowItem, wall: SystemTime, observer: &st
         "network.direction",
         if r.ingress { "ingress" } else { "egress" },
     )
-    .str("network.transport", &transport(t.proto))
-    .num("network.iana_number", u64::from(t.proto))
+    .str("network.transport", &t.proto.transport())
+    .num("network.iana_number", u64::from(t.proto.number()))
     .str("network.community_id", &community_id(r))
     .display("source.ip", t.src)
     .num("source.port", u64::from(t.src_port))
     .display("destination.ip", t.dst)
     .num("destination.port", u64::from(t.dst_port));
-    if let (1 | 58, Some((ty, code))) = (t.proto, t.icmp) {
+    if let (true, Some((ty, code))) = (t.proto.is_icmp(), t.icmp) {
         o.num("icmp.type", u64::from(ty))
             .num("icmp.code", u64::from(code));
     }

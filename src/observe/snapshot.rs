@@ -125,11 +125,7 @@ pub fn status(engine: &Engine, info: &NodeInfo, now: Instant, wall: SystemTime) 
     let mut flows = std::collections::BTreeMap::<String, u64>::new();
     let ct = engine.conntrack();
     for e in ct.iter() {
-        let key = format!(
-            "{}/{}",
-            super::flowlog::transport(e.protocol().0),
-            state_name(e.state())
-        );
+        let key = format!("{}/{}", e.protocol().transport(), state_name(e.state()));
         *flows.entry(key).or_insert(0) += 1;
     }
 
@@ -231,16 +227,15 @@ pub fn flows(engine: &Engine, peer: Option<&str>, now: Instant) -> Result<Flows,
             .map_or_else(String::new, |n| n.name.clone());
         let rule = (e.rule().0 != u32::MAX).then_some(RuleId(e.rule().0));
         let (sp, dp) = (e.src_port().unwrap_or(0), e.dst_port().unwrap_or(0));
-        let proto = e.protocol().0;
-        let (cs, cd) = match (proto, e.icmp_ident()) {
-            (1, Some(_)) => (8, 0),
-            (58, Some(_)) => (128, 0),
+        let proto = e.protocol();
+        let (cs, cd) = match (proto.echo_request_type(), e.icmp_ident()) {
+            (Some(echo), Some(_)) => (u16::from(echo), 0),
             _ => (sp, dp),
         };
         let (p0, p1) = e.packets();
         let (b0, b1) = e.bytes();
         out.flows.push(Flow {
-            proto: super::flowlog::transport(proto),
+            proto: proto.transport().into_owned(),
             src: addr(e.src()),
             src_port: sp,
             dst: addr(e.dst()),

@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use super::diag::Span;
-use super::net::IpNet;
 use super::ports::{Flow, PortSet};
 use crate::keys::PublicKey;
+use crate::net::IpNet;
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::net::IpAddr;
 
 use super::ast::{EndRef, Endpoint, Host, Subject, Target, MAX_NAME};
 use super::diag::{Diagnostic, Span};
-use super::net::IpNet;
 use super::ports::{parse_num, Flow};
 use crate::keys::PublicKey;
+use crate::net::IpNet;
 
 type PResult<T> = Result<T, Diagnostic>;
 

@@ -10,11 +10,11 @@ use std::time::SystemTime;
 use super::ast::RuleKind;
 use super::eval::{decide, service, Action, Verdict};
 use super::model::{Model, Node, NodeId, Rule, RuleId, SourceSet, SvcRef};
-use super::net::IpNet;
 use super::ports::PortSet;
 pub use super::table::NodeTable;
 use super::table::{PortTable, ProtoEntry};
 use super::PolicyId;
+use crate::net::{IpNet, IpProtocol};
 use crate::time::unix_secs;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +36,7 @@ struct Builder<'m> {
 
 type Contrib<'a> = (&'a Rule, &'a PortSet);
 /// A port table's content: per protocol (start port, verdict) steps, and the verdict for other protocols.
-type TableKey = (Vec<(u8, Vec<(u16, u32)>)>, u32);
+type TableKey = (Vec<(IpProtocol, Vec<(u16, u32)>)>, u32);
 
 impl<'m> Builder<'m> {
     fn verdict(&mut self, v: Verdict) -> u32 {

@@ -16,9 +16,10 @@ use std::fmt::Write as _;
 use super::ast::RuleKind;
 use super::eval::{decide, quarantine_of, rule_covers, Action, Verdict};
 use super::model::{Model, Node, NodeId, RuleId};
-use super::net::IpNet;
-use super::ports::{Flow, PortRange, ICMP, ICMP6};
+use super::ports::{Flow, PortRange};
 use super::Policy;
+use crate::net::IpNet;
+use crate::net::IpProtocol;
 
 /// One service port range at one destination network.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,8 +49,8 @@ struct Cell {
 
 /// Every port where some service's range starts or ends (+1), per protocol,
 /// sorted: the probes that split a range into stretches alike for all rules.
-fn boundaries(m: &Model) -> HashMap<u8, Vec<u16>> {
-    let mut out: HashMap<u8, BTreeSet<u16>> = HashMap::new();
+fn boundaries(m: &Model) -> HashMap<IpProtocol, Vec<u16>> {
+    let mut out: HashMap<IpProtocol, BTreeSet<u16>> = HashMap::new();
     for o in m.services.iter().flat_map(|o| o.ports.ranges.iter()) {
         let b = out.entry(o.proto).or_default();
         b.insert(o.lo);
@@ -92,11 +93,16 @@ fn cells(m: &Model) -> BTreeMap<CellKey, Cell> {
             for range in ranges {
                 // ICMPv4 never reaches an IPv6 address, nor ICMPv6 an IPv4 one.
                 let v6 = !d.net.is_ipv4();
-                if range.is_some_and(|r| (r.proto == ICMP && v6) || (r.proto == ICMP6 && !v6)) {
+                if range.is_some_and(|r| {
+                    (r.proto == IpProtocol::ICMP && v6) || (r.proto == IpProtocol::ICMPV6 && !v6)
+                }) {
                     continue;
                 }
                 let flows: Vec<Flow> = match range {
-                    None => vec![Flow { proto: 0, port: 0 }],
+                    None => vec![Flow {
+                        proto: IpProtocol(0),
+                        port: 0,
+                    }],
                     Some(r) => {
                         let b = bounds.get(&r.proto).map_or(&[][..], Vec::as_slice);
                         let from = b.partition_point(|&p| p <= r.lo);

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use super::ast::RuleKind;
 use super::model::{Model, Node, NodeId, Rule, RuleId, Service, SvcRef};
 use super::ports::Flow;
+use crate::net::IpProtocol;
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,7 +132,7 @@ pub fn probe_flows(m: &Model) -> Vec<Flow> {
     let mut named = [false; 256];
     for s in &m.services {
         for r in &s.ports.ranges {
-            named[r.proto as usize] = true;
+            named[usize::from(r.proto.number())] = true;
             flows.push(Flow {
                 proto: r.proto,
                 port: r.lo,
@@ -147,14 +148,14 @@ pub fn probe_flows(m: &Model) -> Vec<Flow> {
     for (p, n) in named.iter().enumerate() {
         if *n {
             flows.push(Flow {
-                proto: p as u8,
+                proto: IpProtocol(p as u8),
                 port: 0,
             });
         }
     }
     if let Some(p) = named.iter().position(|n| !n) {
         flows.push(Flow {
-            proto: p as u8,
+            proto: IpProtocol(p as u8),
             port: 0,
         });
     }

@@ -10,6 +10,7 @@ use super::eval::{evaluate, quarantine_of, rule_covers};
 use super::model::{NodeId, Rule};
 use super::ports::{Flow, PortRange};
 use super::{Action, Policy, Verdict};
+use crate::net::IpProtocol;
 use crate::time::format_rfc3339;
 
 fn resolve_source(p: &Policy, text: &str) -> Result<NodeId, String> {
@@ -194,7 +195,13 @@ fn summary(p: &Policy, out: &mut String, src: NodeId, via: NodeId, ip: IpAddr, n
             })
             .collect();
         if s.ports.any {
-            probes.push(("any".into(), Flow { proto: 0, port: 0 }));
+            probes.push((
+                "any".into(),
+                Flow {
+                    proto: IpProtocol(0),
+                    port: 0,
+                },
+            ));
         }
         for (label, f) in probes {
             let v = evaluate(m, src, via, ip, f, now);

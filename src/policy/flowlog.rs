@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::ports::{has_ports, proto_by_name, ICMP, ICMP6};
+use crate::net::IpProtocol;
 use crate::time::parse_rfc3339;
 
 /// Longest line accepted; a record is a few hundred bytes.
@@ -74,7 +74,7 @@ pub enum Direction {
 pub struct FlowPart<'a> {
     pub peer: Cow<'a, str>,
     pub direction: Direction,
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub community_id: Cow<'a, str>,
     pub src_ip: IpAddr,
     pub src_port: u16,
@@ -206,10 +206,11 @@ pub fn parse_line(line: &[u8]) -> Result<Record<'_>, String> {
     };
     let proto = match raw.iana {
         Some(n) => u8::try_from(n)
+            .map(IpProtocol)
             .map_err(|_| format!("`network.iana_number` is {n}, expected 0 to 255"))?,
         None => {
             let t = need(raw.transport, "network.transport")?;
-            proto_by_name(&t).ok_or_else(|| format!("unknown `network.transport` `{t}`"))?
+            IpProtocol::from_name(&t).ok_or_else(|| format!("unknown `network.transport` `{t}`"))?
         }
     };
     let ip = |v: Option<Cow<'_, str>>, key: &str| -> Result<IpAddr, String> {
@@ -222,12 +223,12 @@ pub fn parse_line(line: &[u8]) -> Result<Record<'_>, String> {
     let src_port = port(raw.src_port, "source.port")?;
     let responder = port(raw.dst_port, "destination.port")?;
     let dst_port = match proto {
-        ICMP | ICMP6 => match raw.icmp_type {
+        p if p.is_icmp() => match raw.icmp_type {
             Some(t) if t <= 255 => Some(t as u16),
             Some(t) => return Err(format!("`icmp.type` is {t}, expected 0 to 255")),
             None => None,
         },
-        p if has_ports(p) => Some(responder),
+        p if p.has_ports() => Some(responder),
         _ => Some(0),
     };
     let outcome = match need(raw.verdict, "umbra.verdict")?.as_ref() {
@@ -346,7 +347,10 @@ mod tests {
         assert_eq!(r.observer, "db-1");
         let f = r.flow.unwrap();
         assert_eq!(f.ends(&r.observer), ("web-1", "db-1"));
-        assert_eq!((f.proto, f.dst_port, f.src_port), (6, Some(5432), 43210));
+        assert_eq!(
+            (f.proto, f.dst_port, f.src_port),
+            (IpProtocol::TCP, Some(5432), 43210)
+        );
         assert_eq!(f.outcome, Outcome::Allow);
         assert_eq!(f.rule, "web-to-db");
         assert_eq!(r.time, parse_rfc3339("2026-11-29T20:01:02Z").unwrap());

@@ -24,6 +24,7 @@ use std::io::BufRead;
 use std::net::IpAddr;
 
 use super::flowlog::{parse_line, Direction, Event, Lines, Outcome, Record};
+use crate::net::IpProtocol;
 
 /// Distinct node names and rule names kept.
 pub const MAX_NAMES: usize = 1 << 16;
@@ -44,7 +45,7 @@ pub struct CellKey {
     /// Interned name of the receiving node (the one that decides).
     pub via: u32,
     pub dst: IpAddr,
-    pub proto: u8,
+    pub proto: IpProtocol,
     /// Responder port, ICMP type, or 0 for protocols without ports.
     pub port: u16,
     pub outcome: Outcome,

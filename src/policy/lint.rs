@@ -6,8 +6,8 @@ use super::ast::RuleKind;
 use super::diag::{Diagnostic, Span};
 use super::eval::service;
 use super::model::{Dest, Model, Rule, SvcRef};
-use super::net::IpNet;
 use super::ports::PortSet;
+use crate::net::IpNet;
 use crate::time::format_rfc3339;
 
 /// Every lint, at `now` (epoch seconds).

@@ -6,7 +6,8 @@
 //!
 //! ```no_run
 //! use std::time::SystemTime;
-//! use umbra::policy::{Policy, ports::TCP};
+//! use umbra::net::IpProtocol;
+//! use umbra::policy::Policy;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let my_key = umbra::keys::PublicKey([0; 32]);
 //! let text = std::fs::read_to_string("/etc/umbra/mesh.policy")?;
@@ -16,7 +17,7 @@
 //! let table = policy.compile_for(me.id, SystemTime::now());
 //! // Per packet, no allocation:
 //! # let (peer, dst) = (me.id, "10.0.0.1".parse()?);
-//! let verdict = table.ingress(peer, dst, TCP, 443);
+//! let verdict = table.ingress(peer, dst, IpProtocol::TCP, 443);
 //! if !verdict.allowed() { /* drop, or answer RST/ICMP if verdict.action == Action::Reject */ }
 //! // Recompile when a rule expires:
 //! let _when = table.next_expiry();
@@ -36,7 +37,6 @@ pub mod flowlog_agg;
 mod lexer;
 pub mod lint;
 pub mod model;
-pub mod net;
 pub mod ports;
 pub mod replay;
 mod resolve;
@@ -55,15 +55,16 @@ use std::time::SystemTime;
 
 use blake2::{Blake2s256, Digest};
 
+pub use crate::net::IpNet;
 pub use ast::{Endpoint, Host, RuleKind};
 pub use compile::NodeTable;
 pub use diag::{Diagnostic, PolicyError, Severity, Span};
 pub use eval::{Action, Verdict};
 pub use model::{Dest, Node, NodeId, Role, Rule, RuleId, Service};
-pub use net::IpNet;
 pub use ports::Flow;
 
 use crate::keys::PublicKey;
+use crate::net::IpProtocol;
 use ast::Want;
 use model::Model;
 
@@ -349,7 +350,13 @@ impl Policy {
                     Want::Reject => v.action != Action::Reject,
                 })
                 .copied();
-            let (flow, v) = shown.unwrap_or((Flow { proto: 0, port: 0 }, Verdict::DEFAULT_DENY));
+            let (flow, v) = shown.unwrap_or((
+                Flow {
+                    proto: IpProtocol(0),
+                    port: 0,
+                },
+                Verdict::DEFAULT_DENY,
+            ));
             let flow_text = if e.flow.is_some() {
                 format!(" {flow}")
             } else {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use super::ast::{Endpoint, RuleKind, Want};
 use super::diag::Span;
-use super::net::IpNet;
 use super::ports::{Flow, PortSet};
 use crate::keys::PublicKey;
+use crate::net::IpNet;
 
 /// Index of a node in [`super::Policy::nodes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

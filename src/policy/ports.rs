@@ -2,24 +2,18 @@
 
 use std::fmt;
 
-pub const ICMP: u8 = 1;
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const GRE: u8 = 47;
-pub const ESP: u8 = 50;
-pub const ICMP6: u8 = 58;
-pub const SCTP: u8 = 132;
+use crate::net::IpProtocol;
 
 /// One protocol with an inclusive range of ports (or ICMP types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRange {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub lo: u16,
     pub hi: u16,
 }
 
 impl PortRange {
-    pub fn contains(&self, proto: u8, port: u16) -> bool {
+    pub fn contains(&self, proto: IpProtocol, port: u16) -> bool {
         self.proto == proto && self.lo <= port && port <= self.hi
     }
 }
@@ -32,47 +26,8 @@ pub struct PortSet {
 }
 
 impl PortSet {
-    pub fn contains(&self, proto: u8, port: u16) -> bool {
+    pub fn contains(&self, proto: IpProtocol, port: u16) -> bool {
         self.any || self.ranges.iter().any(|r| r.contains(proto, port))
-    }
-}
-
-/// True for protocols whose packets carry a port or an ICMP type we match on.
-pub fn has_ports(proto: u8) -> bool {
-    matches!(proto, TCP | UDP | SCTP | ICMP | ICMP6)
-}
-
-fn is_icmp(proto: u8) -> bool {
-    proto == ICMP || proto == ICMP6
-}
-
-/// The protocol number for a name or a decimal number.
-pub fn proto_by_name(name: &str) -> Option<u8> {
-    match name {
-        "tcp" => Some(TCP),
-        "udp" => Some(UDP),
-        "icmp" => Some(ICMP),
-        "icmp6" | "ipv6-icmp" => Some(ICMP6),
-        "sctp" => Some(SCTP),
-        "gre" => Some(GRE),
-        "esp" => Some(ESP),
-        _ if !name.is_empty() && name.len() <= 3 && name.bytes().all(|b| b.is_ascii_digit()) => {
-            name.parse().ok()
-        }
-        _ => None,
-    }
-}
-
-pub fn proto_name(proto: u8) -> String {
-    match proto {
-        TCP => "tcp".into(),
-        UDP => "udp".into(),
-        ICMP => "icmp".into(),
-        ICMP6 => "icmp6".into(),
-        SCTP => "sctp".into(),
-        GRE => "gre".into(),
-        ESP => "esp".into(),
-        p => format!("proto/{p}"),
     }
 }
 
@@ -104,15 +59,15 @@ pub enum PortItem {
     /// `ping`: ICMP echo request on both IPv4 and IPv6.
     Ping,
     /// A protocol with no port list: every port (or type).
-    Proto(u8),
+    Proto(IpProtocol),
     /// A protocol and one range of ports (or ICMP types).
-    Range(u8, u16, u16),
+    Range(IpProtocol, u16, u16),
 }
 
 /// Parses one written item such as `tcp/80`, `udp/5000-5100`, `icmp/8`,
 /// `proto/47`, `ping` or `any`. `prev` is the protocol of the previous
 /// item so that `tcp/80,443` reads `443` as a TCP port.
-pub fn parse_port_item(s: &str, prev: Option<u8>) -> Result<PortItem, String> {
+pub fn parse_port_item(s: &str, prev: Option<IpProtocol>) -> Result<PortItem, String> {
     const EXPECTED: &str =
         "expected `any`, `ping`, a protocol (tcp, udp, sctp, icmp, icmp6, gre, esp, proto/N) \
                             optionally followed by /PORT, /PORT-PORT or /TYPE";
@@ -129,30 +84,26 @@ pub fn parse_port_item(s: &str, prev: Option<u8>) -> Result<PortItem, String> {
         Some((p, rest)) => (p, Some(rest)),
         None => (s, None),
     };
-    let proto = match proto_by_name(proto_text) {
+    let proto = match IpProtocol::from_name(proto_text) {
         Some(p) => p,
         None if s.bytes().next().is_some_and(|b| b.is_ascii_digit()) => {
-            let Some(p) = prev.filter(|p| has_ports(*p)) else {
+            let Some(p) = prev.filter(|p| p.has_ports()) else {
                 return Err(format!(
                     "a bare port `{s}` must follow a protocol, as in tcp/80,{s}"
                 ));
             };
-            let max = if is_icmp(p) { 255 } else { 65535 };
-            let (lo, hi) = parse_range(s, max)?;
+            let (lo, hi) = parse_range(s, u32::from(p.max_port()))?;
             return Ok(PortItem::Range(p, lo, hi));
         }
         None => return Err(format!("{EXPECTED}, found `{s}`")),
     };
     match ports {
         None => Ok(PortItem::Proto(proto)),
-        Some(p) if !has_ports(proto) => Err(format!(
-            "protocol {} has no ports, write just `{}` (found `/{p}`)",
-            proto_name(proto),
-            proto_name(proto)
+        Some(p) if !proto.has_ports() => Err(format!(
+            "protocol {proto} has no ports, write just `{proto}` (found `/{p}`)"
         )),
         Some(p) => {
-            let max = if is_icmp(proto) { 255 } else { 65535 };
-            let (lo, hi) = parse_range(p, max)?;
+            let (lo, hi) = parse_range(p, u32::from(proto.max_port()))?;
             Ok(PortItem::Range(proto, lo, hi))
         }
     }
@@ -163,16 +114,14 @@ impl PortSet {
         match *item {
             PortItem::Any => self.any = true,
             PortItem::Ping => {
-                self.ranges.push(PortRange {
-                    proto: ICMP,
-                    lo: 8,
-                    hi: 8,
-                });
-                self.ranges.push(PortRange {
-                    proto: ICMP6,
-                    lo: 128,
-                    hi: 128,
-                });
+                for proto in [IpProtocol::ICMP, IpProtocol::ICMPV6] {
+                    let echo = u16::from(proto.echo_request_type().unwrap_or_default());
+                    self.ranges.push(PortRange {
+                        proto,
+                        lo: echo,
+                        hi: echo,
+                    });
+                }
             }
             PortItem::Proto(p) => self.ranges.push(PortRange {
                 proto: p,
@@ -186,9 +135,9 @@ impl PortSet {
 
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = proto_name(self.proto);
-        if self.lo == 0 && self.hi == u16::MAX || !has_ports(self.proto) {
-            f.write_str(&name)
+        let name = self.proto;
+        if self.lo == 0 && self.hi == u16::MAX || !self.proto.has_ports() {
+            write!(f, "{name}")
         } else if self.lo == self.hi {
             write!(f, "{name}/{}", self.lo)
         } else {
@@ -210,7 +159,7 @@ impl fmt::Display for PortSet {
 /// A concrete packet's protocol and destination port (or ICMP type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Flow {
-    pub proto: u8,
+    pub proto: IpProtocol,
     pub port: u16,
 }
 
@@ -222,9 +171,9 @@ impl Flow {
                 "expected PORT/PROTO such as 443/tcp or 8/icmp, found `{s}`"
             ));
         };
-        let proto = proto_by_name(proto)
-            .ok_or_else(|| format!("expected a protocol name (tcp, udp, sctp, icmp, icmp6, gre, esp) or number, found `{proto}`"))?;
-        let max = if is_icmp(proto) { 255 } else { 65535 };
+        let proto = IpProtocol::from_name(proto)
+            .ok_or_else(|| format!("{}, found `{proto}`", crate::net::UnknownProtocol))?;
+        let max = u32::from(proto.max_port());
         let port = parse_num(port, max).ok_or_else(|| {
             format!(
                 "expected a {} from 0 to {max}, found `{port}`",
@@ -232,18 +181,17 @@ impl Flow {
             )
         })?;
         // Protocols without ports are matched on the protocol alone.
-        let port = if has_ports(proto) { port as u16 } else { 0 };
+        let port = if proto.has_ports() { port as u16 } else { 0 };
         Ok(Flow { proto, port })
     }
 }
 
 impl fmt::Display for Flow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.proto {
-            TCP | UDP | SCTP | ICMP | ICMP6 => {
-                write!(f, "{}/{}", self.port, proto_name(self.proto))
-            }
-            p => write!(f, "0/{p}"),
+        if self.proto.has_ports() {
+            write!(f, "{}/{}", self.port, self.proto)
+        } else {
+            write!(f, "0/{}", self.proto.number())
         }
     }
 }
@@ -285,8 +233,20 @@ mod tests {
         assert!(set(&["tcp/90-80"]).unwrap_err().contains("low to high"));
         assert!(set(&["tcp/-1"]).is_err());
         assert!(set(&["http"]).unwrap_err().starts_with("expected `any`"));
-        assert_eq!(Flow::parse("0/47").unwrap(), Flow { proto: 47, port: 0 });
-        assert_eq!(Flow::parse("9/gre").unwrap(), Flow { proto: 47, port: 0 });
+        assert_eq!(
+            Flow::parse("0/47").unwrap(),
+            Flow {
+                proto: IpProtocol::GRE,
+                port: 0
+            }
+        );
+        assert_eq!(
+            Flow::parse("9/gre").unwrap(),
+            Flow {
+                proto: IpProtocol::GRE,
+                port: 0
+            }
+        );
         assert_eq!(Flow::parse("8/icmp").unwrap().to_string(), "8/icmp");
         assert!(Flow::parse("300/icmp").is_err());
         assert!(Flow::parse("80").is_err());

@@ -12,8 +12,8 @@ use super::diag::{Diagnostic, Span};
 use super::model::{
     Dest, Expect, Model, Node, NodeId, Role, Rule, RuleId, Service, SourceSet, SvcRef,
 };
-use super::net::IpNet;
 use super::ports::PortSet;
+use crate::net::IpNet;
 
 fn unknown(span: Span, what: &str, name: &str, known: Vec<&str>) -> Diagnostic {
     let mut known = known;

@@ -13,10 +13,11 @@ use std::net::IpAddr;
 use super::ast::MAX_NAME;
 use super::flowlog_agg::Tally;
 use super::model::{Dest, Model, NodeId, RuleId};
-use super::net::IpNet;
-use super::ports::{has_ports, proto_name, Flow, PortRange};
+use super::ports::{Flow, PortRange};
 use super::suggest_cover::{cover, roles_by_size};
 use super::Policy;
+use crate::net::IpNet;
+use crate::net::IpProtocol;
 
 pub use super::suggest_cover::{Segment, Target, Unit};
 
@@ -74,7 +75,7 @@ pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
 }
 
 fn flow_range(f: Flow) -> PortRange {
-    if has_ports(f.proto) {
+    if f.proto.has_ports() {
         PortRange {
             proto: f.proto,
             lo: f.port,
@@ -154,8 +155,8 @@ pub fn segment_label(m: &Model, s: Segment) -> String {
 fn ports_label(ports: &[PortRange]) -> String {
     let one = |r: &PortRange| {
         // Labels become parts of names: `proto47`, not the policy's `proto/47`.
-        let proto = proto_name(r.proto).replace('/', "");
-        if !has_ports(r.proto) || (r.lo == 0 && r.hi == u16::MAX) {
+        let proto = r.proto.to_string().replace('/', "");
+        if !r.proto.has_ports() || (r.lo == 0 && r.hi == u16::MAX) {
             proto
         } else if r.lo == r.hi {
             format!("{proto}{}", r.lo)
@@ -298,7 +299,10 @@ pub fn group(p: &Policy, needs: &Needs, min_flows: u64) -> Grouped {
             0,
             NodeId(0),
             IpAddr::from([0, 0, 0, 0]),
-            Flow { proto: 0, port: 0 },
+            Flow {
+                proto: IpProtocol(0),
+                port: 0,
+            },
         ));
         out.rules.push(NewRule {
             name: unique(&base, &mut taken_rules),
@@ -318,9 +322,10 @@ pub fn group(p: &Policy, needs: &Needs, min_flows: u64) -> Grouped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::ports::{TCP, UDP};
+    const TCP: IpProtocol = IpProtocol::TCP;
+    const UDP: IpProtocol = IpProtocol::UDP;
 
-    fn r(proto: u8, lo: u16, hi: u16) -> PortRange {
+    fn r(proto: IpProtocol, lo: u16, hi: u16) -> PortRange {
         PortRange { proto, lo, hi }
     }
 

@@ -128,7 +128,7 @@ fn target_text(p: &Policy, t: Target) -> String {
     match t {
         Target::Role(r) => format!("role:{}", p.roles()[r as usize].name),
         Target::Node(n) => format!("node:{}", node_name(p, n)),
-        Target::Host(ip) => super::net::IpNet::host(ip).to_string(),
+        Target::Host(ip) => crate::net::IpNet::host(ip).to_string(),
     }
 }
 

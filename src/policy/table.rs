@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use super::eval::Verdict;
 use super::model::NodeId;
-use super::net::{to_bits, IpNet};
-use super::ports::{ICMP, ICMP6};
 use super::PolicyId;
+use crate::net::IpProtocol;
+use crate::net::{to_bits, IpNet};
 use crate::time::system_time;
 
 /// Per destination network, the allowed port ranges.
@@ -24,7 +24,7 @@ pub(super) struct PortTable {
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ProtoEntry {
-    pub(super) proto: u8,
+    pub(super) proto: IpProtocol,
     pub(super) segs: (u32, u32),
 }
 
@@ -32,7 +32,7 @@ pub(super) struct ProtoEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allowed {
     /// `None`: every protocol not listed on its own.
-    pub proto: Option<u8>,
+    pub proto: Option<IpProtocol>,
     /// With `proto: None`: whether some protocols are listed on their own.
     pub others: bool,
     pub lo: u16,
@@ -98,7 +98,7 @@ impl NodeTable {
     /// (one of this node's tunnel addresses or an address in a network it
     /// serves). `port` is the destination port, or the ICMP type for ICMP;
     /// it is ignored for protocols without ports.
-    pub fn ingress(&self, src: NodeId, dst: IpAddr, proto: u8, port: u16) -> Verdict {
+    pub fn ingress(&self, src: NodeId, dst: IpAddr, proto: IpProtocol, port: u16) -> Verdict {
         let Some(&class) = self.src_class.get(src.index()) else {
             return Verdict::DEFAULT_DENY;
         };
@@ -118,7 +118,7 @@ impl NodeTable {
     /// Verdict the receiving peer `via` would give a packet this node sends
     /// to `dst` (an address of `via` or in a network `via` serves), so the
     /// sender can skip what would be dropped anyway.
-    pub fn egress(&self, via: NodeId, dst: IpAddr, proto: u8, port: u16) -> Verdict {
+    pub fn egress(&self, via: NodeId, dst: IpAddr, proto: IpProtocol, port: u16) -> Verdict {
         let table = match dst {
             IpAddr::V4(a) => find_range(
                 &self.egress_v4,
@@ -139,7 +139,7 @@ impl NodeTable {
         }
     }
 
-    fn port_lookup(&self, table: u32, proto: u8, port: u16) -> Verdict {
+    fn port_lookup(&self, table: u32, proto: IpProtocol, port: u16) -> Verdict {
         let Some(t) = self.tables.get(table as usize) else {
             return Verdict::DEFAULT_DENY;
         };
@@ -302,7 +302,7 @@ impl NodeTable {
                 let end = if k + 1 < hi {
                     self.seg_starts.get(k + 1).map_or(u16::MAX, |s| s - 1)
                 } else {
-                    max_port(e.proto)
+                    e.proto.max_port()
                 };
                 let v = self
                     .seg_verdicts
@@ -321,14 +321,6 @@ impl NodeTable {
             }
         }
         out
-    }
-}
-
-fn max_port(proto: u8) -> u16 {
-    if proto == ICMP || proto == ICMP6 {
-        255
-    } else {
-        u16::MAX
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use umbra::net::IpProtocol;
 use umbra::wire::checksum::{self, Checksum};
-use umbra::wire::ip::IpProtocol;
 use umbra::wire::{ipv4, ipv6};
 
 /// Linux-style SYN 10.0.0.1:43210 -> 10.0.0.2:22, MSS/SACK/TS/WS options, DF.
