@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use umbra::keys::PublicKey;
+use umbra::net::IpProtocol;
 use umbra::policy::{NodeId, NodeTable, Policy};
 
 use common::Rng;
@@ -91,7 +92,7 @@ fn queries(
     table: &NodeTable,
     rng: &mut Rng,
     n: usize,
-) -> Vec<(bool, NodeId, IpAddr, u8, u16)> {
+) -> Vec<(bool, NodeId, IpAddr, IpProtocol, u16)> {
     let me = p.node(table.node()).expect("node");
     let mut mine: Vec<IpAddr> = me.addresses.iter().map(|a| a.addr()).collect();
     for s in &me.serves {
@@ -112,6 +113,7 @@ fn queries(
     (0..n)
         .map(|i| {
             let (proto, base) = flows[i % flows.len()];
+            let proto = IpProtocol(proto);
             let port = if base >= 1000 {
                 base + rng.below(1000) as u16
             } else {
