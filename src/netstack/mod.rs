@@ -48,7 +48,7 @@ use std::time::Duration;
 use smoltcp::wire::IpAddress;
 
 use crate::info;
-use crate::policy::IpNet;
+use crate::net::IpNet;
 use options::{Expose, Forward};
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use crate::io::signals::Signals;
 use crate::io::tun::Tun;
 use crate::io::udp::UdpPair;
 use crate::keys::PrivateKey;
+use crate::net::IpNet;
 use crate::observe::server::{Observe, ObserveConfig};
 use crate::observe::snapshot::NodeInfo;
-use crate::policy::{IpNet, Policy, PolicyError};
+use crate::policy::{Policy, PolicyError};
 use crate::tunnel::OsEntropy;
 use crate::wire::wg::DATA_HEADER_LEN;
 use crate::{info, warn};
@@ -66,7 +67,7 @@ pub struct UserspaceConfig {
 pub(super) struct Kernel {
     pub(super) net: Netlink,
     pub(super) index: u32,
-    pub(super) routes: BTreeSet<(String, u8)>,
+    pub(super) routes: BTreeSet<IpNet>,
 }
 
 /// Reads and loads the policy file, rendering errors for the terminal.
@@ -201,8 +202,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     let index = net.link_index(tun.name()).map_err(|e| e.to_string())?;
     net.set_mtu(index, config.mtu).map_err(|e| e.to_string())?;
     for a in &me.addresses {
-        net.add_address(index, a.addr(), a.prefix())
-            .map_err(|e| e.to_string())?;
+        net.add_address(index, *a).map_err(|e| e.to_string())?;
     }
     net.set_link_up(index).map_err(|e| e.to_string())?;
     let mut routes = BTreeSet::new();
@@ -321,25 +321,21 @@ pub(super) fn sync_routes(
     index: u32,
     own: &[IpNet],
     wanted: &[IpNet],
-    installed: &mut BTreeSet<(String, u8)>,
+    installed: &mut BTreeSet<IpNet>,
 ) {
-    let want: BTreeSet<(String, u8)> = wanted
+    let want: BTreeSet<IpNet> = wanted
         .iter()
         .filter(|n| !own.iter().any(|o| o.network().contains_net(n)))
-        .map(|n| (n.network().addr().to_string(), n.prefix()))
+        .map(IpNet::network)
         .collect();
-    for (addr, prefix) in installed.difference(&want) {
-        if let Ok(ip) = addr.parse() {
-            if let Err(e) = net.del_route(index, ip, *prefix) {
-                warn!("cannot remove route {addr}/{prefix}: {e}");
-            }
+    for route in installed.difference(&want) {
+        if let Err(e) = net.del_route(index, *route) {
+            warn!("cannot remove route {route}: {e}");
         }
     }
-    for (addr, prefix) in want.difference(installed) {
-        if let Ok(ip) = addr.parse() {
-            if let Err(e) = net.add_route(index, ip, *prefix) {
-                warn!("cannot add route {addr}/{prefix}: {e}");
-            }
+    for route in want.difference(installed) {
+        if let Err(e) = net.add_route(index, *route) {
+            warn!("cannot add route {route}: {e}");
         }
     }
     *installed = want;
