@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use super::netlink::Netlink;
 use super::tun::Tun;
-use mio::{Events, Interest, Poll, Token};
 use crate::net::IpNet;
+use mio::{Events, Interest, Poll, Token};
 
 const TUN_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
