@@ -237,7 +237,7 @@ impl Userspace {
                 }
             };
             let s = sockets.get_mut::<udp::Socket>(handle);
-            let _ = s.send_slice(scratch.get(..n).unwrap_or_default(), endpoint(fwd.target));
+            let _ = s.send_slice(&scratch[..n], endpoint(fwd.target));
         }
     }
 

@@ -176,7 +176,7 @@ impl Userspace {
                 local_address: Some(f.bind.0),
                 meta: Default::default(),
             };
-            let _ = s.send_slice(self.scratch.get(..n).unwrap_or_default(), meta);
+            let _ = s.send_slice(&self.scratch[..n], meta);
         }
         true
     }

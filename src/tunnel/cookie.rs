@@ -117,7 +117,7 @@ impl CookieChecker {
         }
         let mut addr = [0u8; 18];
         let n = source_bytes(src, &mut addr);
-        mac(&self.secret[..], &[addr.get(..n).unwrap_or_default()])
+        mac(&self.secret[..], &[&addr[..n]])
     }
 
     /// Writes a cookie reply to the handshake message `msg` from `src`.

@@ -70,9 +70,7 @@ impl Device {
         reply: &'r mut [u8],
     ) -> Result<Received<'d, 'r>, Dropped> {
         if self.handshake_gate(now, src, msg.bytes(), msg.sender(), reply)? {
-            return Ok(Received::Reply(
-                reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
-            ));
+            return Ok(Received::Reply(&reply[..COOKIE_REPLY_LEN]));
         }
         let mut seed = Zeroizing::new([0u8; 32]);
         self.entropy.fill(&mut seed[..]);
@@ -132,9 +130,7 @@ impl Device {
         reply: &'r mut [u8],
     ) -> Result<Received<'d, 'r>, Dropped> {
         if self.handshake_gate(now, src, msg.bytes(), msg.sender(), reply)? {
-            return Ok(Received::Reply(
-                reply.get(..COOKIE_REPLY_LEN).unwrap_or_default(),
-            ));
+            return Ok(Received::Reply(&reply[..COOKIE_REPLY_LEN]));
         }
         let id = *self
             .indices
