@@ -29,12 +29,12 @@ pub fn read_regular_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Reads a policy file for the CLI and the daemon alike: a regular file of
-/// at most [`crate::policy::MAX_POLICY_BYTES`], UTF-8 text. A leading UTF-8
-/// byte order mark (some Windows editors write one) is accepted and dropped.
-pub fn read_policy_file(path: &Path) -> Result<String, String> {
-    let bytes = read_regular_file(path, crate::policy::MAX_POLICY_BYTES)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Reads a text file: a regular file of at most `max` bytes, UTF-8. A
+/// leading UTF-8 byte order mark (some Windows editors write one) is
+/// accepted and dropped.
+pub fn read_text_file(path: &Path, max: u64) -> Result<String, String> {
+    let bytes =
+        read_regular_file(path, max).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "cannot read {}: not UTF-8 text (invalid byte at offset {})",

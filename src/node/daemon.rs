@@ -72,7 +72,7 @@ pub(super) struct Kernel {
 
 /// Reads and loads the policy file, rendering errors for the terminal.
 pub fn load_policy(path: &Path) -> Result<(String, Policy), String> {
-    let text = crate::io::files::read_policy_file(path)?;
+    let text = super::read_policy_file(path)?;
     let policy = Policy::load(&text, &path.display().to_string(), SystemTime::now())
         .map_err(|e| e.to_string())?;
     Ok((text, policy))

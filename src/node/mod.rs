@@ -13,9 +13,13 @@ mod report;
 pub mod routes;
 pub mod settings;
 
-/// Reads a policy file the way the node does: a regular file, bounded
-/// ([`crate::policy::MAX_POLICY_BYTES`]), never blocking on a FIFO or device.
-pub use crate::io::files::read_policy_file;
+/// Reads a policy file the way the node does, for the CLI and the daemon
+/// alike: a regular file of at most [`crate::policy::MAX_POLICY_BYTES`]
+/// (never blocking on a FIFO or device), UTF-8 text, a leading byte order
+/// mark dropped.
+pub fn read_policy_file(path: &std::path::Path) -> Result<String, String> {
+    crate::io::files::read_text_file(path, crate::policy::MAX_POLICY_BYTES)
+}
 pub use daemon::{run, UpConfig, UserspaceConfig};
 pub use engine::{Action, Datagram, DropReason, Engine, Options, PeerResolver, ReloadError};
 pub(crate) mod resolve;

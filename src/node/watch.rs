@@ -109,7 +109,7 @@ impl Watcher {
     }
 
     fn read_if_new(&mut self) -> Option<Result<String, String>> {
-        let text = match crate::io::files::read_policy_file(&self.path) {
+        let text = match super::read_policy_file(&self.path) {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
