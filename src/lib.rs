@@ -13,11 +13,11 @@
 //! | protocol and policy | [`tunnel`], [`policy`], [`conntrack`] | the WireGuard engine ([`tunnel::Device`]), the policy language and its compiler ([`policy::Policy`], [`policy::NodeTable`]), the connection tracker ([`conntrack::Conntrack`]) |
 //! | node | [`node`] | [`node::Engine`]: one node's enforcement path (cryptokey routing, policy, conntrack, cloaking, reload) over the three above, still sans-IO |
 //! | observation | [`observe`] | the control-socket protocol and client, flow-log records, metrics |
-//! | edge | [`node::run`] | runs a whole node: TUN device or userspace TCP/IP stack, UDP sockets, signals, confinement |
+//! | edge | [`daemon`] | [`daemon::run`] runs a whole node: TUN device or userspace TCP/IP stack, UDP sockets, signals, confinement; [`daemon::settings`] is `umbra up`'s configuration |
 //!
 //! The OS edge (TUN, rtnetlink, UDP, seccomp/Landlock; the only `unsafe`
 //! code), the userspace TCP/IP stack and the daemon's event loop are not
-//! library surface: [`node::run`] is their one entry point (umbra's own
+//! library surface: [`daemon::run`] is their one entry point (umbra's own
 //! integration tests and benchmarks reach the OS edge through the
 //! undocumented `internals` cargo feature). The `umbra` command line lives in
 //! the binary (`src/bin/umbra/`). The fuzz-target bodies (`fuzzing`) exist
@@ -27,9 +27,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conntrack;
+pub mod daemon;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-// The OS edge: crate-internal, reached through `node::run`. The
+// The OS edge: crate-internal, reached through `daemon::run`. The
 // `internals` feature opens it, undocumented, to umbra's own integration
 // tests and benchmarks (see Cargo.toml).
 #[cfg(not(feature = "internals"))]
@@ -40,7 +41,7 @@ pub mod io;
 pub mod keys;
 pub mod log;
 pub mod net;
-// The userspace data plane, reached through `node::run` too.
+// The userspace data plane, reached through `daemon::run` too.
 mod netstack;
 pub mod node;
 pub mod observe;

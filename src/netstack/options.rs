@@ -1,5 +1,5 @@
 //! `--forward` / `--expose` specifications: pure parsing. (The layered
-//! settings of `umbra up` that carry them are in `node::settings`.)
+//! settings of `umbra up` that carry them are in `daemon::settings`.)
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

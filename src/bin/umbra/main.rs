@@ -1,7 +1,7 @@
 //! The umbra command line: argument parsing and the command front-ends.
 //! Everything here is binary-only; the library (`umbra`) does the work.
 //!
-//! - `up`: up.rs (settings layering, then `umbra::node::run`)
+//! - `up`: up.rs (settings layering, then `umbra::daemon::run`)
 //! - `status`, `flows`: status.rs (control-socket client and text rendering)
 //! - `policy ...`: policy.rs (offline policy tools)
 //! - `genkey`, `pubkey`: below

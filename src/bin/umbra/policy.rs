@@ -165,7 +165,7 @@ fn when(at: &Option<String>) -> Result<SystemTime, String> {
 }
 
 fn read(path: &str) -> Result<String, String> {
-    umbra::node::read_policy_file(std::path::Path::new(path))
+    umbra::daemon::read_policy_file(std::path::Path::new(path))
 }
 
 fn load(path: &str) -> Result<Policy, String> {

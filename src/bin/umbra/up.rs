@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use argh::FromArgs;
-use umbra::node::settings::Settings;
-use umbra::node::{UpConfig, UserspaceConfig};
+use umbra::daemon::settings::Settings;
+use umbra::daemon::{UpConfig, UserspaceConfig};
 use umbra::observe::ObserveConfig;
 
 /// Run this node of the mesh: find it in the policy by its key, bring up the
@@ -151,7 +151,7 @@ pub fn run(up: Up) -> Result<(), String> {
     let interface = s.interface.unwrap_or_else(|| "umbra0".into());
     let observe = observe_config(&up, &interface, userspace)?;
     let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
-    umbra::node::run(UpConfig {
+    umbra::daemon::run(UpConfig {
         confine: !up.no_confine,
         offload: s.offload.unwrap_or(true),
         user,

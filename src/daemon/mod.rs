@@ -1,25 +1,34 @@
-//! `umbra up`: sets a node up (key, policy, engine, UDP sockets, TUN device
-//! and routes or the userspace stack, observability sockets), confines the
-//! process, then hands over to the [`super::event_loop`].
+//! The edge that runs a node (`umbra up`): sets it up (key, policy,
+//! [`crate::node::Engine`], UDP sockets, TUN device and routes or the
+//! userspace stack, observability sockets), confines the process, then
+//! hands over to the event loop (`event_loop.rs`), which moves packets
+//! between the devices and the sans-IO engine. The layered settings
+//! ([`settings`]), the policy-file watcher and the hosts-file resolver are
+//! here too: everything that touches the OS on the node's behalf.
+
+mod event_loop;
+mod resolve;
+pub mod settings;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use super::engine::{Engine, Options, BUF_LEN};
-use super::resolve::FileResolver;
 use crate::io::netlink::Netlink;
 use crate::io::signals::Signals;
 use crate::io::tun::Tun;
 use crate::io::udp::UdpPair;
 use crate::keys::PrivateKey;
 use crate::net::IpNet;
+use crate::node::engine::{Engine, Options, BUF_LEN};
 use crate::observe::server::{Observe, ObserveConfig};
 use crate::observe::snapshot::NodeInfo;
 use crate::policy::{Policy, PolicyError};
 use crate::tunnel::OsEntropy;
 use crate::wire::wg::DATA_HEADER_LEN;
 use crate::{info, warn};
+use resolve::FileResolver;
 
 /// The largest inner packet the buffers hold: what `drain_tunnel` reads
 /// into, after the data header, leaving room for padding and the tag.
@@ -64,22 +73,30 @@ pub struct UserspaceConfig {
 }
 
 /// The kernel side of TUN mode: the interface and the routes we installed.
-pub(super) struct Kernel {
-    pub(super) net: Netlink,
-    pub(super) index: u32,
-    pub(super) routes: BTreeSet<IpNet>,
+struct Kernel {
+    net: Netlink,
+    index: u32,
+    routes: BTreeSet<IpNet>,
+}
+
+/// Reads a policy file the way the node does, for the CLI and the daemon
+/// alike: a regular file of at most [`crate::policy::MAX_POLICY_BYTES`]
+/// (never blocking on a FIFO or device), UTF-8 text, a leading byte order
+/// mark dropped.
+pub fn read_policy_file(path: &Path) -> Result<String, String> {
+    crate::io::files::read_text_file(path, crate::policy::MAX_POLICY_BYTES)
 }
 
 /// Reads and loads the policy file, rendering errors for the terminal.
 pub fn load_policy(path: &Path) -> Result<(String, Policy), String> {
-    let text = super::read_policy_file(path)?;
+    let text = read_policy_file(path)?;
     let policy = Policy::load(&text, &path.display().to_string(), SystemTime::now())
         .map_err(|e| e.to_string())?;
     Ok((text, policy))
 }
 
 /// One line for a log: the first error and how many more there are.
-pub(super) fn one_line(e: &PolicyError) -> String {
+fn one_line(e: &PolicyError) -> String {
     let mut errors = e.errors();
     let first = errors.next().map(|d| {
         let crate::policy::Span { line, col, .. } = d.span;
@@ -178,7 +195,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
             engine.device().peer_ids().count()
         );
         observe.info.data_plane_up = true;
-        return super::event_loop::event_loop(
+        return event_loop::event_loop(
             &config,
             &mut engine,
             &mut stack,
@@ -232,7 +249,7 @@ pub fn run(config: UpConfig) -> Result<(), String> {
     confine(&config, true, engine.policy())?;
     let kernel = Kernel { net, index, routes };
     observe.info.data_plane_up = true;
-    super::event_loop::event_loop(
+    event_loop::event_loop(
         &config,
         &mut engine,
         &mut tun,
@@ -316,7 +333,7 @@ fn confine(config: &UpConfig, tun: bool, policy: &Policy) -> Result<(), String> 
 
 /// Installs routes for mesh networks not already on-link through one of
 /// our own address prefixes, and removes routes no longer needed.
-pub(super) fn sync_routes(
+fn sync_routes(
     net: &mut Netlink,
     index: u32,
     own: &[IpNet],

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::engine::PeerResolver;
 use crate::keys::PresharedKey;
+use crate::node::engine::PeerResolver;
 use crate::policy::{Host, Node};
 
 /// Resolves against the file system, relative to the policy's directory.

@@ -9,15 +9,15 @@ use std::time::{Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::daemon::{one_line, sync_routes, Kernel, UpConfig};
-use super::engine::{Action, Engine, BUF_LEN};
 use super::resolve::FileResolver;
 use super::watch::Watcher;
+use super::{one_line, sync_routes, Kernel, UpConfig};
 use crate::io::signals::{Signal, Signals};
 use crate::io::udp::UdpPair;
 use crate::io::udp_batch::{UdpRx, UdpTx};
 use crate::io::PacketIo;
 use crate::net::IpNet;
+use crate::node::engine::{Action, Engine, BUF_LEN};
 use crate::observe::server::Observe;
 use crate::policy::Policy;
 use crate::tunnel::timers::TICK;
