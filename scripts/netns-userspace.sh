@@ -208,16 +208,33 @@ tail -3 "$D/bulk.out" | sed 's/^/      /'
 # them together and lost again. Then, at N=1000, some connections hung for
 # minutes: after timeouts smoltcp's ACKs carried a rewound sequence number
 # the peer dropped, and a reopened zero window left data in flight without
-# a retransmission timer (vendor/smoltcp/PATCHES.md). On 2 shared cores
-# (load 3-15, debug build) N=200 now takes 2-9 s and N=1000 45-95 s, with a
-# few runs up to 170 s when srv's kernel TCP ran bbr (BENCHMARKS.md); the
-# bounds are ~3x the typical times.
-for spec in 200:30 1000:200; do
+# a retransmission timer (vendor/smoltcp/PATCHES.md). Last, the echo flows
+# back through srv's TUN device: the kernel queues what srv's TCP sends
+# there for umbra to read and drops what does not fit. With the kernel's
+# default queue (500 packets) srv's umbra, CPU-bound at N=1000, lost a
+# third of them: 8,400 retransmission timeouts per batch and a 7-15 s tail
+# with the CPUs idle. umbra sets 10,000 (daemon::TUN_TX_QUEUE_LEN). On 2
+# cores (debug build) N=200 now takes ~3 s and N=1000 15-19 s, CPU-bound
+# throughout (BENCHMARKS.md); the bounds leave room for a slower machine.
+tun_stat() { on srv cat "/sys/class/net/umbra0/statistics/$1"; }
+check "srv's TUN device queues 10000 packets for umbra" \
+    bash -c "on srv ip -o link show umbra0 | grep -q 'qlen 10000'"
+tx0=$(tun_stat tx_packets) drop0=$(tun_stat tx_dropped)
+for spec in 200:20 1000:60; do
     n=${spec%%:*} limit=${spec#*:}
     check "$n concurrent two-way transfers, 256 KiB each way, sha256-checked, within $limit s" \
         bash -c "ulimit -n 8192; on us timeout $limit python3 '$BULK' duplex 127.0.0.1 18003 $n 262144 $limit | tee '$D/duplex$n.out' | tail -1 | grep -q '^ok $n'"
     tail -3 "$D/duplex$n.out" | sed 's/^/      /'
+    # CPU-bound, not timer-bound: the machine never sat mostly idle (under
+    # 25 % busy, sampled every 0.5 s) for 2 s while connections were still
+    # waiting for their data (the old tail: 7-14 s).
+    check "$n two-way: the CPUs never sat idle for 2 s while transfers waited" \
+        bash -c "grep -o 'idle at most [0-9.]* s' '$D/duplex$n.out' | awk '{ exit !(\$4 < 2.0) }'"
 done
+tx=$(($(tun_stat tx_packets) - tx0)) drop=$(($(tun_stat tx_dropped) - drop0))
+echo "      srv's TUN queue: $tx packets to umbra, $drop dropped by the kernel"
+check "srv's TUN queue dropped under 5 % of the echo (a third with the default queue)" \
+    test $((drop * 20)) -lt "$tx"
 # A burst longer than the forward listener's accept queue makes the kernel
 # fall back to SYN cookies and reset some clients: the queue must hold it.
 check "the burst never overflowed the forward listener's accept queue" \

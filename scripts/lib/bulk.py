@@ -10,7 +10,9 @@
   bulk.py duplex ADDR PORT N SIZE [TIMEOUT]
                                       N concurrent connections to an echo server,
                                       each sends SIZE bytes while reading the echo,
-                                      half-closes, reads to EOF, checks sha256
+                                      half-closes, reads to EOF, checks sha256;
+                                      also reports the longest stretch the
+                                      machine's CPUs were mostly idle meanwhile
   bulk.py sink ADDR PORT              reads each connection to EOF, answers sha256
   bulk.py upload ADDR PORT N SIZE [TIMEOUT]
                                       N concurrent connections each send SIZE bytes
@@ -174,11 +176,35 @@ async def duplex_one(addr, port, i, size, timeout, times):
     return None
 
 
+def cpu_ticks():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+async def idle_stretches(out, period=0.5, idle_below=0.25):
+    """Samples the machine's CPU use every `period` s; keeps in out[0] the
+    longest run of samples below `idle_below` busy, in seconds. A transfer
+    that waits on timers shows as such a run; one that is CPU-bound does not
+    (foreign load only makes the machine busier)."""
+    prev, run = cpu_ticks(), 0.0
+    while True:
+        await asyncio.sleep(period)
+        cur = cpu_ticks()
+        busy, total = cur[0] - prev[0], cur[1] - prev[1]
+        prev = cur
+        run = run + period if total and busy / total < idle_below else 0.0
+        out[0] = max(out[0], run)
+
+
 async def duplex(addr, port, n, size, timeout):
     loop = asyncio.get_running_loop()
-    start, times = loop.time(), []
+    start, times, idle = loop.time(), [], [0.0]
+    sampler = asyncio.create_task(idle_stretches(idle))
     res = await asyncio.gather(*(duplex_one(addr, port, i, size, timeout, times)
                                  for i in range(n)), return_exceptions=True)
+    sampler.cancel()
     took = loop.time() - start
     bad = [r for r in res if r is not None]
     slow = max(times) if times else 0.0
@@ -188,7 +214,7 @@ async def duplex(addr, port, n, size, timeout):
         print(f"{len(bad)} of {n} connections failed after {took:.1f} s")
         return 1
     print(f"ok {n} conns, {2 * n * size} bytes both ways, in {took:.2f} s "
-          f"(slowest connection {slow:.2f} s)")
+          f"(slowest connection {slow:.2f} s; CPUs idle at most {idle[0]:.1f} s in a row)")
     return 0
 
 

@@ -16,7 +16,7 @@ use mio::{Interest, Registry, Token};
 const EPHEMERAL_TRIES: usize = 16;
 
 /// Socket buffer each way asked for (see [`super::sockopt::grow_buffers`]).
-const SOCKET_BUFFER: usize = 1 << 20;
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Binds a non-blocking IPv4 UDP socket.
 pub fn bind_v4(addr: SocketAddrV4) -> io::Result<UdpSocket> {

@@ -31,6 +31,7 @@ const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const IFLA_MTU: u16 = 4;
+const IFLA_TXQLEN: u16 = 13;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_EXT_MASK: u16 = 29;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -118,9 +119,17 @@ pub(super) fn set_link_flags(index: u32, flags: u32, change: u32) -> Message {
 }
 
 pub(super) fn set_link_mtu(index: u32, mtu: u32) -> Message {
+    set_link_u32(index, IFLA_MTU, mtu)
+}
+
+pub(super) fn set_link_tx_queue_len(index: u32, packets: u32) -> Message {
+    set_link_u32(index, IFLA_TXQLEN, packets)
+}
+
+fn set_link_u32(index: u32, attr: u16, value: u32) -> Message {
     let mut msg = Message::new(RTM_NEWLINK, 0);
     msg.ifinfomsg(index, 0, 0);
-    msg.attr(IFLA_MTU, &mtu.to_ne_bytes());
+    msg.attr(attr, &value.to_ne_bytes());
     msg
 }
 

@@ -224,6 +224,18 @@ impl Netlink {
         )
     }
 
+    /// Sets the transmit queue length of interface `index`: for a TUN
+    /// device, how many packets the kernel holds for the reader before it
+    /// drops (the queue is resized at once, packets already in it kept).
+    pub fn set_tx_queue_len(&mut self, index: u32, packets: u32) -> Result<()> {
+        let msg = codec::set_link_tx_queue_len(index, packets);
+        self.request(
+            msg,
+            &|| format!("setting transmit queue length {packets} on interface {index}"),
+            |_, _| {},
+        )
+    }
+
     /// Adds `addr` (an address with its prefix length) to interface
     /// `index`; fails with EEXIST if it is already there. IPv6 addresses
     /// skip duplicate address detection, so they are usable at once.
