@@ -225,7 +225,10 @@ assert io("udp_rx_calls") > 0 and io("udp_rx_datagrams") >= io("udp_rx_calls")
 assert io("udp_tx_calls") > 0 and io("udp_tx_datagrams") >= io("udp_tx_messages") >= io("udp_tx_calls")
 assert io("tun_rx_packets") > 0 and io("tun_tx_writes") > 0
 assert io("udp_rx_dropped") == 0 and io("tun_rx_dropped") == 0
+assert io("tun_queue_dropped") >= 0  # the kernel's count, read over rtnetlink
 PY
+check "umbra status: tun_queue_dropped is the kernel's tx_dropped of the TUN device" bash -c \
+    "[[ \$(st db | grep -o '[0-9]* tun_queue_dropped' | cut -d' ' -f1) == \$(on db cat /sys/class/net/$IB/statistics/tx_dropped) ]]"
 check "umbra status shows the offloads in use" bash -c "st db | grep -q '^offloads: udp-gso, udp-gro, tun-tso'"
 check "GET /healthz says ok" bash -c "on db curl -sf -m 5 http://127.0.0.1:9586/healthz | grep -q '^ok'"
 check "an unknown path is a 404" bash -c "on db curl -s -o /dev/null -w '%{http_code}' -m 5 http://127.0.0.1:9586/x | grep -q 404"

@@ -235,6 +235,9 @@ tx=$(($(tun_stat tx_packets) - tx0)) drop=$(($(tun_stat tx_dropped) - drop0))
 echo "      srv's TUN queue: $tx packets to umbra, $drop dropped by the kernel"
 check "srv's TUN queue dropped under 5 % of the echo (a third with the default queue)" \
     test $((drop * 20)) -lt "$tx"
+sleep 0.5
+check "srv's umbra status counts the same kernel drops (tun_queue_dropped)" bash -c \
+    "[[ \$(on srv '$UMBRA' status | grep -o '[0-9]* tun_queue_dropped' | cut -d' ' -f1) == $(tun_stat tx_dropped) ]]"
 # A burst longer than the forward listener's accept queue makes the kernel
 # fall back to SYN cookies and reset some clients: the queue must hold it.
 check "the burst never overflowed the forward listener's accept queue" \

@@ -180,6 +180,13 @@ pub(super) fn event_loop<P: PacketIo>(
             lp.log_events();
             observe.drain_flows(lp.engine, now);
             lp.io_counters(&mut observe.info.io);
+            if let Some(k) = kernel.as_mut() {
+                // What the kernel dropped before umbra read it: the TUN
+                // queue was full (daemon::TUN_TX_QUEUE_LEN).
+                if let Ok(n) = k.net.link_tx_dropped(k.index) {
+                    observe.info.io.push(("tun_queue_dropped", n));
+                }
+            }
             observe.tick(poll.registry(), now);
             next_tick = now + TICK;
         }

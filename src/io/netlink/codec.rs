@@ -34,6 +34,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_EXT_MASK: u16 = 29;
+const IFLA_STATS64: u16 = 23;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -47,6 +48,8 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RTN_UNICAST: u8 = 1;
 pub(super) const IFF_UP: u32 = 1;
+/// struct ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32.
+const IFINFOMSG_LEN: usize = 16;
 
 /// Whether a request adds (and must not find it already there) or removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,24 @@ pub(super) fn get_link(name: &str) -> Message {
     msg.attr(IFLA_IFNAME, &name_z);
     msg.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
     msg
+}
+
+/// Asks for interface `index` with its counters.
+pub(super) fn get_link_stats(index: u32) -> Message {
+    let mut msg = Message::new(RTM_GETLINK, 0);
+    msg.ifinfomsg(index, 0, 0);
+    msg
+}
+
+/// `tx_dropped` from an RTM_NEWLINK reply's `IFLA_STATS64` (a struct
+/// rtnl_link_stats64 of u64s: rx_packets, tx_packets, rx_bytes, tx_bytes,
+/// rx_errors, tx_errors, rx_dropped, tx_dropped, ...); `None` if the reply
+/// carries no such counters.
+pub(super) fn link_tx_dropped(payload: &[u8]) -> Option<u64> {
+    const TX_DROPPED: usize = 7 * 8;
+    let (_, stats) = attrs(payload.get(IFINFOMSG_LEN..)?).find(|(k, _)| *k == IFLA_STATS64)?;
+    let raw = stats.get(TX_DROPPED..TX_DROPPED + 8)?;
+    Some(u64::from_ne_bytes(raw.try_into().ok()?))
 }
 
 /// Sets the interface flags in `change` to their values in `flags`.
@@ -341,6 +362,26 @@ mod tests {
         assert_eq!(read_u16(&bytes, 6), NLM_F_REQUEST | NLM_F_ACK);
         let kinds: Vec<u16> = attrs(&bytes[24..]).map(|(k, _)| k).collect();
         assert_eq!(kinds, [IFA_LOCAL, IFA_ADDRESS, IFA_FLAGS], "IPv6 skips DAD");
+    }
+
+    #[test]
+    fn link_counters_are_read_from_stats64_and_bounded() {
+        let mut reply = vec![0u8; IFINFOMSG_LEN];
+        // An unrelated attribute first, then IFLA_STATS64 with counters 1..=24.
+        reply.extend_from_slice(&8u16.to_ne_bytes());
+        reply.extend_from_slice(&IFLA_MTU.to_ne_bytes());
+        reply.extend_from_slice(&1420u32.to_ne_bytes());
+        let stats: Vec<u8> = (1..=24u64).flat_map(u64::to_ne_bytes).collect();
+        reply.extend_from_slice(&((4 + stats.len()) as u16).to_ne_bytes());
+        reply.extend_from_slice(&IFLA_STATS64.to_ne_bytes());
+        reply.extend_from_slice(&stats);
+        assert_eq!(link_tx_dropped(&reply), Some(8));
+        // Truncated anywhere: no answer, no panic.
+        for cut in 0..reply.len() {
+            let got = link_tx_dropped(&reply[..cut]);
+            assert!(got.is_none() || got == Some(8), "cut {cut}: {got:?}");
+        }
+        assert_eq!(link_tx_dropped(&reply[..IFINFOMSG_LEN + 8]), None);
     }
 
     #[test]

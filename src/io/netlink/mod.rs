@@ -236,6 +236,28 @@ impl Netlink {
         )
     }
 
+    /// Packets the kernel dropped on their way out of interface `index`
+    /// (`tx_dropped`): for a TUN device, those it could not queue for the
+    /// reader because the queue was full.
+    pub fn link_tx_dropped(&mut self, index: u32) -> Result<u64> {
+        let doing = || format!("reading the counters of interface {index}");
+        let mut dropped = None;
+        self.request(codec::get_link_stats(index), &doing, |kind, payload| {
+            if kind == RTM_NEWLINK {
+                dropped = dropped.or(codec::link_tx_dropped(payload));
+            }
+        })?;
+        dropped.ok_or_else(|| {
+            Error::new(
+                doing(),
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the kernel's reply carried no counters",
+                ),
+            )
+        })
+    }
+
     /// Adds `addr` (an address with its prefix length) to interface
     /// `index`; fails with EEXIST if it is already there. IPv6 addresses
     /// skip duplicate address detection, so they are usable at once.
