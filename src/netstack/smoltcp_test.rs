@@ -239,3 +239,41 @@ fn data_in_flight_is_retransmitted_after_a_zero_window_reopens() {
         "the unacknowledged data was not re-sent within 5 s: {after:?}"
     );
 }
+
+/// A FIN that arrives while data before it is missing (the segment ahead of
+/// it was lost) was forgotten by stock smoltcp 0.14: when the retransmitted
+/// data filled the hole it acknowledged the data but not the FIN, so the
+/// peer had to re-send the FIN after its retransmission timeout — under
+/// load, with round trips inflated by queues, seconds with nothing else to
+/// do (issue 10's last tail). Linux keeps such a FIN with the out-of-order
+/// data; so does the patch.
+#[test]
+fn a_fin_ahead_of_a_hole_takes_effect_when_the_hole_is_filled() {
+    static FIRST: [u8; 100] = [0x61; 100];
+    static SECOND: [u8; 100] = [0x62; 100];
+    let mut h = Harness::established();
+    // The first 100 bytes are lost; the next 100 arrive with the FIN.
+    let mut last = h.peer(PEER_ISS + 1 + 100, h.first, 65535, &SECOND);
+    last.control = TcpControl::Fin;
+    h.inject(&last);
+    let dup = h.poll(h.now + 1);
+    assert!(
+        dup.iter().any(|s| s.ack == Some(PEER_ISS + 1)),
+        "the out-of-order segment is acknowledged at the hole: {dup:?}"
+    );
+    assert_eq!(h.sock().state(), tcp::State::Established);
+    // The peer retransmits the first 100 bytes (fast retransmit).
+    let first = h.peer(PEER_ISS + 1, h.first, 65535, &FIRST);
+    h.inject(&first);
+    let acks = h.poll(h.now + 1);
+    let fin_acked = PEER_ISS + 1 + 200 + 1;
+    assert!(
+        acks.iter().any(|s| s.ack == Some(fin_acked)),
+        "the data and the FIN are acknowledged at once: {acks:?}"
+    );
+    assert_eq!(h.sock().state(), tcp::State::CloseWait);
+    let mut got = vec![0u8; 300];
+    let n = h.sock().recv_slice(&mut got).unwrap();
+    assert_eq!(&got[..n], [FIRST, SECOND].concat().as_slice());
+    assert!(!h.sock().may_recv(), "the receive half is closed after the data");
+}

@@ -475,6 +475,10 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
+    /// umbra patch (PATCHES.md): the sequence number of a FIN that arrived
+    /// while data before it was missing; it takes effect once that data is
+    /// all here.
+    rx_fin_pending: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
@@ -595,6 +599,7 @@ impl<'a> Socket<'a> {
             tx_buffer,
             rx_buffer,
             rx_fin_received: false,
+            rx_fin_pending: None,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -913,6 +918,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.clear();
         self.rx_buffer.clear();
         self.rx_fin_received = false;
+        self.rx_fin_pending = None;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1892,6 +1898,10 @@ impl<'a> Socket<'a> {
                 segment_start
             );
             control = TcpControl::None;
+            // umbra patch (PATCHES.md): ... until the hole is filled, as
+            // Linux does; forgetting it made the peer re-send the FIN after
+            // its retransmission timeout.
+            self.rx_fin_pending = Some(segment_end);
         }
 
         // Validate and update the state.
@@ -2270,6 +2280,27 @@ impl<'a> Socket<'a> {
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
             self.rx_waker.wake();
+
+            // umbra patch (PATCHES.md): a FIN that arrived ahead of a hole
+            // takes effect once the data before it is all here.
+            if self.rx_fin_pending == Some(self.remote_seq_no + self.rx_buffer.len()) {
+                self.rx_fin_pending = None;
+                let next = match self.state {
+                    State::SynReceived | State::Established => Some(State::CloseWait),
+                    State::FinWait1 => Some(State::Closing),
+                    State::FinWait2 => Some(State::TimeWait),
+                    _ => None,
+                };
+                if let Some(next) = next {
+                    tcp_trace!("received the FIN that arrived ahead of the data");
+                    self.remote_seq_no += 1;
+                    self.rx_fin_received = true;
+                    self.set_state(next);
+                    if next == State::TimeWait {
+                        self.timer.set_for_close(cx.now());
+                    }
+                }
+            }
         }
 
         if !self.assembler.is_empty() {
