@@ -48,7 +48,9 @@ start() { # NAME IFACE ARGS...
     wait_for 10 test -S "$D/$name.sock" || { cat "$D/$name.log"; return 1; }
 }
 start web "$IW" --log-level debug || exit 1
-start db "$IB" --metrics 127.0.0.1:9586 || exit 1
+# db's metrics address comes from the environment (every setting but
+# --no-confine may: docs/userspace.md "Settings").
+UMBRA_METRICS=127.0.0.1:9586 start db "$IB" || exit 1
 st() { "$UMBRA" status --control "$D/$1.sock" "${@:2}"; }
 fl() { "$UMBRA" flows --control "$D/$1.sock" "${@:2}"; }
 # jq-free JSON checks: py EXPR FILE... evaluates EXPR with `j` the parsed

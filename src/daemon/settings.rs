@@ -23,6 +23,16 @@ pub struct Settings {
     pub expose: Vec<Expose>,
     pub idle_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
+    /// Control socket path, or `none`.
+    pub control: Option<String>,
+    /// JSON-lines flow log path (`-`: standard output).
+    pub flow_log: Option<String>,
+    /// ADDR:PORT for /metrics and /healthz.
+    pub metrics: Option<String>,
+    /// WireGuard UAPI socket path, or `none`.
+    pub uapi: Option<String>,
+    /// The user to become after setup (name or UID:GID).
+    pub user: Option<String>,
 }
 
 /// The keys a config file (and, upper-cased with `UMBRA_` and `_` for
@@ -41,6 +51,11 @@ pub const KEYS: &[&str] = &[
     "expose",
     "idle-timeout",
     "max-connections",
+    "control",
+    "flow-log",
+    "metrics",
+    "uapi",
+    "user",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -65,6 +80,11 @@ impl Settings {
             "mtu" => self.mtu = Some(v.parse().map_err(|_| num("a number"))?),
             "log-level" => self.log_level = Some(v.to_string()),
             "hosts-file" => self.hosts_file = Some(v.to_string()),
+            "control" => self.control = Some(v.to_string()),
+            "flow-log" => self.flow_log = Some(v.to_string()),
+            "metrics" => self.metrics = Some(v.to_string()),
+            "uapi" => self.uapi = Some(v.to_string()),
+            "user" => self.user = Some(v.to_string()),
             "userspace" => self.userspace = Some(parse_bool(v).map_err(|e| format!("{key}: {e}"))?),
             "offload" => self.offload = Some(parse_bool(v).map_err(|e| format!("{key}: {e}"))?),
             "forward" => {
@@ -147,7 +167,12 @@ impl Settings {
             userspace,
             offload,
             idle_timeout,
-            max_connections
+            max_connections,
+            control,
+            flow_log,
+            metrics,
+            uapi,
+            user
         );
         if !over.forward.is_empty() {
             self.forward = over.forward;
@@ -224,11 +249,16 @@ mod tests {
             "UMBRA_KEY" => Some("/env/key".to_string()),
             "UMBRA_FORWARD" => Some("9000=10.20.0.2:22".to_string()),
             "UMBRA_LISTEN_PORT" => Some("5000".to_string()),
+            "UMBRA_METRICS" => Some("0.0.0.0:9586".to_string()),
+            "UMBRA_FLOW_LOG" => Some("-".to_string()),
             _ => None,
         };
         let e = Settings::from_env(env).unwrap();
-        let file =
-            Settings::from_config("policy=/p\nkey=/file/key\nforward=1=10.0.0.1:1", "f").unwrap();
+        let file = Settings::from_config(
+            "policy=/p\nkey=/file/key\nforward=1=10.0.0.1:1\ncontrol = none\nuser = nobody\nmetrics = 127.0.0.1:1",
+            "f",
+        )
+        .unwrap();
         let mut cli = Settings::default();
         cli.set("listen-port", "6000").unwrap();
         let s = file.overlay(e).overlay(cli);
@@ -236,6 +266,11 @@ mod tests {
         assert_eq!(s.key.as_deref(), Some("/env/key"));
         assert_eq!(s.listen_port, Some(6000));
         assert_eq!(s.forward, vec!["9000=10.20.0.2:22".parse().unwrap()]);
+        assert_eq!(s.control.as_deref(), Some("none"));
+        assert_eq!(s.user.as_deref(), Some("nobody"));
+        assert_eq!(s.metrics.as_deref(), Some("0.0.0.0:9586"));
+        assert_eq!(s.flow_log.as_deref(), Some("-"));
+        assert_eq!(s.uapi, None);
         assert!(Settings::from_env(|k| (k == "UMBRA_MTU").then(|| "x".into())).is_err());
     }
 

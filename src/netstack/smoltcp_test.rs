@@ -275,5 +275,8 @@ fn a_fin_ahead_of_a_hole_takes_effect_when_the_hole_is_filled() {
     let mut got = vec![0u8; 300];
     let n = h.sock().recv_slice(&mut got).unwrap();
     assert_eq!(&got[..n], [FIRST, SECOND].concat().as_slice());
-    assert!(!h.sock().may_recv(), "the receive half is closed after the data");
+    assert!(
+        !h.sock().may_recv(),
+        "the receive half is closed after the data"
+    );
 }

@@ -12,10 +12,10 @@ use umbra::observe::ObserveConfig;
 /// tunnel interface (or, with --userspace, an unprivileged userspace TCP/IP
 /// stack), and enforce the policy until SIGINT/SIGTERM. SIGHUP or any change
 /// to the policy file reloads it; a bad policy is refused and the running one
-/// kept. Every option can also come from --config FILE (`key = value` lines)
-/// or an UMBRA_* environment variable (UMBRA_POLICY, UMBRA_KEY,
-/// UMBRA_USERSPACE, UMBRA_FORWARD, UMBRA_EXPOSE, ...); the command line wins,
-/// then the environment, then the file.
+/// kept. Every option but --no-confine can also come from --config FILE
+/// (`key = value` lines) or an UMBRA_* environment variable (UMBRA_POLICY,
+/// UMBRA_KEY, UMBRA_USERSPACE, UMBRA_FORWARD, UMBRA_METRICS, ...); the command
+/// line wins, then the environment, then the file.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "up")]
 pub struct Up {
@@ -107,6 +107,11 @@ impl Up {
             offload: self.no_offload.then_some(false),
             idle_timeout: self.idle_timeout.map(std::time::Duration::from_secs),
             max_connections: self.max_connections,
+            control: self.control.clone(),
+            flow_log: self.flow_log.clone(),
+            metrics: self.metrics.clone(),
+            uapi: self.uapi.clone(),
+            user: self.user.clone(),
             ..Settings::default()
         };
         for f in &self.forward {
@@ -138,19 +143,19 @@ pub fn run(up: Up) -> Result<(), String> {
     umbra::log::set_level(umbra::log::parse_level(
         s.log_level.as_deref().unwrap_or("info"),
     )?);
+    let userspace = s.userspace.unwrap_or(false);
+    let interface = s.interface.clone().unwrap_or_else(|| "umbra0".into());
+    let observe = observe_config(&s, &interface, userspace)?;
     let policy = s
         .policy
         .ok_or("no policy: give --policy, UMBRA_POLICY or `policy =` in --config")?;
     let key = s
         .key
         .ok_or("no key: give --key, UMBRA_KEY or `key =` in --config")?;
-    let userspace = s.userspace.unwrap_or(false);
     if !userspace && (!s.forward.is_empty() || !s.expose.is_empty()) {
         return Err("--forward and --expose need --userspace".into());
     }
-    let interface = s.interface.unwrap_or_else(|| "umbra0".into());
-    let observe = observe_config(&up, &interface, userspace)?;
-    let user = up.user.clone().or_else(|| std::env::var("UMBRA_USER").ok());
+    let user = s.user;
     umbra::daemon::run(UpConfig {
         confine: !up.no_confine,
         offload: s.offload.unwrap_or(true),
@@ -171,7 +176,11 @@ pub fn run(up: Up) -> Result<(), String> {
     })
 }
 
-fn observe_config(up: &Up, interface: &str, userspace: bool) -> Result<ObserveConfig, String> {
+fn observe_config(
+    up: &Settings,
+    interface: &str,
+    userspace: bool,
+) -> Result<ObserveConfig, String> {
     use umbra::observe::client::default_path;
     let off = |v: &Option<String>| v.as_deref() == Some("none");
     let root = umbra::observe::client::uid() == 0;
@@ -192,7 +201,7 @@ fn observe_config(up: &Up, interface: &str, userspace: bool) -> Result<ObserveCo
         None => None,
         Some(a) => Some(
             a.parse()
-                .map_err(|_| format!("--metrics {a}: give ADDR:PORT, e.g. 127.0.0.1:9586"))?,
+                .map_err(|_| format!("metrics {a}: give ADDR:PORT, e.g. 127.0.0.1:9586"))?,
         ),
     };
     Ok(ObserveConfig {
