@@ -198,6 +198,16 @@ impl Userspace {
             stats,
             ..
         } = self;
+        // Bounded like inbound flows: each client source port gets a mesh
+        // socket with its own buffers and an ephemeral port, and a local
+        // program can pick source ports freely.
+        let mut clients: usize = forwards
+            .values()
+            .map(|f| match f {
+                Forwarder::Udp { assocs, .. } => assocs.len(),
+                Forwarder::Tcp { .. } => 0,
+            })
+            .sum();
         let Some(Forwarder::Udp { sock, fwd, assocs }) = forwards.get_mut(&t) else {
             return;
         };
@@ -206,6 +216,10 @@ impl Userspace {
                 Some(a) => {
                     a.last_active = now;
                     a.handle
+                }
+                None if clients >= cfg.udp_flows => {
+                    stats.udp_refused += 1;
+                    continue;
                 }
                 None => {
                     let src = cfg
@@ -232,6 +246,7 @@ impl Userspace {
                         last_active: now,
                     };
                     assocs.insert(from, a);
+                    clients += 1;
                     stats.udp_assocs += 1;
                     handle
                 }

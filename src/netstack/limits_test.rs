@@ -1,14 +1,15 @@
 //! What one peer can take of the userspace stack is bounded (issue 9):
 //! inbound UDP flows (each holds a host descriptor) per remote address and
 //! in total, and inbound TCP connections per remote address (half of
-//! `max_connections`), so other peers keep being served.
+//! `max_connections`), so other peers keep being served; and the local
+//! clients of UDP forwards (each holds a mesh socket and a port).
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use mio::{Poll, Token};
 
-use super::options::{Expose, Proto};
+use super::options::{Expose, Forward, Proto};
 use super::{Config, Userspace};
 use crate::io::PacketIo;
 use crate::wire::checksum::{self, Checksum};
@@ -132,4 +133,51 @@ fn one_peer_cannot_take_every_connection() {
         deliver(&mut us, &syn(peer(1), 30000 + port, 80));
     }
     assert_eq!(us.connections(), 7);
+}
+
+#[test]
+fn udp_forward_clients_are_bounded() {
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listen = free.local_addr().unwrap();
+    drop(free);
+    let mut cfg = Config::new(vec!["10.30.0.2/24".parse().unwrap()], vec![], 1420);
+    cfg.forward = vec![Forward {
+        listen,
+        target: "10.30.0.1:7000".parse().unwrap(),
+        proto: Proto::Udp,
+    }];
+    cfg.udp_flows = 64;
+    let mut us = Userspace::new(cfg, Instant::now()).unwrap();
+    us.bind_forwards().unwrap();
+    let mut poll = Poll::new().unwrap();
+    us.register(poll.registry(), Token(0)).unwrap();
+    // 100 local clients, each from its own source port.
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.send_to(b"q", listen).unwrap();
+            c
+        })
+        .collect();
+    let mut events = mio::Events::with_capacity(64);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while us.stats.udp_assocs + us.stats.udp_refused < 100 && Instant::now() < deadline {
+        poll.poll(&mut events, Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        for ev in events.iter() {
+            us.ready(Instant::now(), ev);
+        }
+        us.poll(Instant::now());
+    }
+    assert_eq!(us.stats.udp_assocs, 64, "up to udp_flows clients");
+    assert_eq!(us.stats.udp_refused, 36, "the rest refused, counted");
+    // A client it has keeps being served: no new association.
+    clients[0].send_to(b"again", listen).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    poll.poll(&mut events, Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    for ev in events.iter() {
+        us.ready(Instant::now(), ev);
+    }
+    assert_eq!((us.stats.udp_assocs, us.stats.udp_refused), (64, 36));
 }

@@ -77,7 +77,8 @@ pub struct Config {
     /// peer cannot take every slot.
     pub max_connections: usize,
     /// Host UDP sockets for inbound UDP flows (one per remote endpoint):
-    /// in total, and per remote address.
+    /// in total, and per remote address. `udp_flows` also bounds the
+    /// clients (source addresses) of all UDP `--forward`s together.
     pub udp_flows: usize,
     pub udp_flows_per_peer: usize,
     /// Size of each smoltcp TCP socket buffer (one receive, one send).
