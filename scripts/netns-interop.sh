@@ -130,6 +130,16 @@ refused_at_once() {
     awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a < 1) }'
 }
 
+# wait_quiet HOST FILTER: waits (up to 5 s) until HOST's eth0 carries no
+# packet matching FILTER for half a second.
+wait_quiet() {
+    local i
+    for i in {1..10}; do
+        [[ -z $(on "$1" timeout 0.5 tcpdump -nni eth0 -c 1 "$2" 2>/dev/null) ]] && return 0
+    done
+    echo "      $1 still sending ($2) after 5 s"
+}
+
 # quiet CMD...: runs CMD, shows its output only if it fails.
 quiet() {
     local out
@@ -167,7 +177,10 @@ peer_checks() {
     iperf_run umbra "$addr"
     check "umbra -> $kind: iperf3 TCP 3 s (${RATE:-failed})" test -n "$RATE"
 
-    # Enforcement: 5202 listens on umbra but no rule allows it.
+    # Enforcement: 5202 listens on umbra but no rule allows it. The iperf3
+    # runs' last segments (FIN retransmissions, final ACKs) must be over
+    # first, or the capture below would count them as replies.
+    wait_quiet umbra "$(data_to "$under")"
     cap_start umbra eth0 "denied-$name" udp
     check "$kind -> umbra:5202/tcp (not in the policy) times out" timed_out "$name" 10.20.0.1 5202
     cap_stop
