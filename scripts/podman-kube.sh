@@ -184,6 +184,15 @@ echo "pods up:"
 check "server-1's umbra is up with policy $v1" wait_log "$P-server-umbra" "umbra up: node server-1 .*policy $v1" 20
 check "client-1's umbra is up with policy $v1" wait_log "$P-client-umbra" "umbra up: node client-1 .*policy $v1" 20
 podman ps -a --filter "name=^$P-" --format '  {{.Names}}: {{.Status}}'
+# The kubelet-style Secret mount is root:65532 0440, which `umbra up`
+# refuses; the umbra-key init container copies it with `umbra installkey`.
+run_dir() { # CONTAINER: the host directory behind its /run/umbra
+    podman inspect "$1" --format '{{range .Mounts}}{{if eq .Destination "/run/umbra"}}{{.Source}}{{end}}{{end}}'
+}
+for pod in server client; do
+    check "$pod: umbra-key (umbra installkey) left the key as 65532 mode 600 (the Secret is 0440)" \
+        bash -c "[[ \$(stat -c '%u %a' '$(run_dir "$P-$pod-umbra")/key') == '65532 600' ]]"
+done
 
 probe() { podman exec "$1" /usr/local/bin/umbra status --check --control /run/umbra/control.sock >/dev/null 2>&1; }
 status_of() { podman exec "$1" /usr/local/bin/umbra status --control /run/umbra/control.sock 2>&1; }

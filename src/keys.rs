@@ -22,6 +22,8 @@ pub enum KeyError {
     Io(String),
     /// The key file can be read by group or others.
     Permissions { path: String, mode: u32 },
+    /// The key file can be read by others (where its group may).
+    OthersCanRead { path: String, mode: u32 },
 }
 
 impl fmt::Display for KeyError {
@@ -35,6 +37,12 @@ impl fmt::Display for KeyError {
                 f,
                 "private key file {path} is accessible by group or others (mode {mode:04o}); \
                  it must be readable by its owner only: run `chmod 600 {path}`"
+            ),
+            KeyError::OthersCanRead { path, mode } => write!(
+                f,
+                "key file {path} is accessible by others (mode {mode:04o}): the key is \
+                 exposed; fix the mode where the file comes from (for a Kubernetes Secret, \
+                 `defaultMode: 0400`) and use a new key"
             ),
         }
     }
@@ -80,7 +88,42 @@ impl PrivateKey {
 
     /// Reads a key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        Self::from_base64(&read_secret_file(path)?)
+        Self::from_base64(&read_secret_file(path, 0o077)?)
+    }
+
+    /// Reads a key file that its group may read but others may not: a
+    /// Kubernetes Secret, which the kubelet mounts `root:fsGroup` mode 0440
+    /// when the pod sets `fsGroup`. Only for copying it with
+    /// [`PrivateKey::save`] (`umbra installkey`); the node loads its key with
+    /// [`PrivateKey::load`].
+    pub fn load_group_readable(path: &Path) -> Result<Self, KeyError> {
+        Self::from_base64(&read_secret_file(path, 0o007)?)
+    }
+
+    /// Writes the key to `path`, readable and writable by this user only:
+    /// created with mode 0600, or an existing file truncated and set to
+    /// 0600 before the key is written; never through a symbolic link;
+    /// synced before returning.
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| {
+            KeyError::Io(format!("cannot write key file {}: {e}", path.display()))
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        let mut text = self.to_base64();
+        text.push('\n');
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)
     }
 
     /// The matching public key.
@@ -158,7 +201,7 @@ impl PresharedKey {
 
     /// Reads a preshared key file, refusing one that group or others can access.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        Self::from_base64(&read_secret_file(path)?)
+        Self::from_base64(&read_secret_file(path, 0o077)?)
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -182,8 +225,8 @@ impl Default for PresharedKey {
 /// is wiped when dropped.
 /// Only regular files of at most 4 KiB are read: a FIFO at the path must not
 /// hang the node, nor a character device exhaust its memory.
-fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    check_private_file(path)?;
+fn read_secret_file(path: &Path, forbidden: u32) -> Result<Zeroizing<String>, KeyError> {
+    check_private_file(path, forbidden)?;
     let io =
         |e: std::io::Error| KeyError::Io(format!("cannot read key file {}: {e}", path.display()));
     let bytes = Zeroizing::new(crate::io::files::read_regular_file(path, 4096).map_err(io)?);
@@ -192,16 +235,20 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
         .map_err(|_| KeyError::Io(format!("key file {} is not text", path.display())))
 }
 
-/// Refuses secrets stored in files that anyone but the owner can read, as ssh does.
-fn check_private_file(path: &Path) -> Result<(), KeyError> {
+/// Refuses secrets stored in files whose mode has any `forbidden` bit:
+/// 0o077 (only the owner may read, as ssh demands) or, for a Secret
+/// mounted for a group, 0o007.
+fn check_private_file(path: &Path, forbidden: u32) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| KeyError::Io(format!("cannot read key file {}: {e}", path.display())))?;
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.display().to_string(),
-            mode,
+    if mode & forbidden != 0 {
+        let path = path.display().to_string();
+        return Err(if forbidden & 0o070 != 0 {
+            KeyError::Permissions { path, mode }
+        } else {
+            KeyError::OthersCanRead { path, mode }
         });
     }
     Ok(())
@@ -336,6 +383,47 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(PrivateKey::load(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_group_readable_key_is_installed_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("umbra-keyinstall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dst) = (dir.join("secret"), dir.join("key"));
+        let key = PrivateKey::from_bytes([5; 32]);
+        std::fs::write(&src, key.to_base64().as_bytes()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        // What the kubelet mounts with fsGroup: the node refuses it...
+        set(&src, 0o440);
+        assert!(matches!(
+            PrivateKey::load(&src),
+            Err(KeyError::Permissions { mode: 0o440, .. })
+        ));
+        // ... installkey takes it, and writes a copy only its owner can read,
+        // also over an existing file with a looser mode.
+        std::fs::write(&dst, "old").unwrap();
+        set(&dst, 0o644);
+        let got = PrivateKey::load_group_readable(&src).unwrap();
+        got.save(&dst).unwrap();
+        assert_eq!(mode(&dst), 0o600);
+        assert_eq!(
+            PrivateKey::load(&dst).unwrap().public_key(),
+            key.public_key()
+        );
+        // Readable by others: refused, with what to do.
+        set(&src, 0o444);
+        let err = PrivateKey::load_group_readable(&src).unwrap_err();
+        assert!(matches!(err, KeyError::OthersCanRead { mode: 0o444, .. }));
+        assert!(err.to_string().contains("defaultMode: 0400"), "{err}");
+        // Not through a symbolic link.
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&src, &link).unwrap();
+        assert!(got.save(&link).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

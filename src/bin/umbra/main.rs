@@ -4,7 +4,7 @@
 //! - `up`: up.rs (settings layering, then `umbra::daemon::run`)
 //! - `status`, `flows`: status.rs (control-socket client and text rendering)
 //! - `policy ...`: policy.rs (offline policy tools)
-//! - `genkey`, `pubkey`: below
+//! - `genkey`, `pubkey`, `installkey`: below
 
 mod policy;
 mod status;
@@ -29,6 +29,7 @@ struct Cli {
 enum Command {
     GenKey(GenKey),
     PubKey(PubKey),
+    InstallKey(InstallKey),
     Policy(policy::PolicyCmd),
     Up(Box<up::Up>),
     Status(status::Status),
@@ -45,11 +46,28 @@ struct GenKey {}
 #[argh(subcommand, name = "pubkey")]
 struct PubKey {}
 
+/// Copy a private key into a file only this user can read (mode 600): for a
+/// Kubernetes Secret, which the kubelet mounts group-readable (0440) when the
+/// pod sets fsGroup, and which `umbra up` therefore refuses. Run it in an
+/// init container with the umbra image; the source may be readable by its
+/// group, never by others. Prints the public key.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "installkey")]
+struct InstallKey {
+    /// the key file to read (e.g. /etc/umbra/secret/key)
+    #[argh(positional)]
+    from: std::path::PathBuf,
+    /// the file to write (e.g. /run/umbra/key on a memory-backed volume)
+    #[argh(positional)]
+    to: std::path::PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
         Command::GenKey(_) => genkey(),
         Command::PubKey(_) => pubkey(),
+        Command::InstallKey(k) => installkey(&k),
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Up(up) => up::run(*up),
         Command::Status(s) => return status::status(s),
@@ -79,4 +97,17 @@ fn pubkey() -> Result<(), String> {
     let key = PrivateKey::from_base64(&text).map_err(|e| format!("pubkey: {e}"))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", key.public_key()).map_err(|e| e.to_string())
+}
+
+fn installkey(k: &InstallKey) -> Result<(), String> {
+    let key = PrivateKey::load_group_readable(&k.from).map_err(|e| format!("installkey: {e}"))?;
+    key.save(&k.to).map_err(|e| format!("installkey: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "installed the key of {} as {} (mode 600)",
+        key.public_key(),
+        k.to.display()
+    )
+    .map_err(|e| e.to_string())
 }
