@@ -120,9 +120,10 @@ impl PrivateKey {
             .map_err(io)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(io)?;
-        let mut text = self.to_base64();
-        text.push('\n');
-        f.write_all(text.as_bytes()).map_err(io)?;
+        // Two writes, not a push: growing the string could move the key
+        // and leave the old copy unwiped.
+        f.write_all(self.to_base64().as_bytes()).map_err(io)?;
+        f.write_all(b"\n").map_err(io)?;
         f.sync_all().map_err(io)
     }
 

@@ -192,30 +192,35 @@ impl Settings {
                 "--max-connections 0 would refuse every connection (give at least 1)".into(),
             );
         }
-        for (i, e) in self.expose.iter().enumerate() {
-            if let Some(first) = self.expose[..i]
-                .iter()
-                .find(|o| o.port == e.port && o.proto == e.proto)
-            {
-                return Err(format!(
-                    "--expose {}/{} is given twice (to {} and to {}): each port can go to one place",
-                    e.port, e.proto, first.target, e.target
-                ));
-            }
+        if let Some((first, e)) =
+            given_twice(&self.expose, |a, b| (a.port, a.proto) == (b.port, b.proto))
+        {
+            return Err(format!(
+                "--expose {}/{} is given twice (to {} and to {}): each port can go to one place",
+                e.port, e.proto, first.target, e.target
+            ));
         }
-        for (i, f) in self.forward.iter().enumerate() {
-            if let Some(first) = self.forward[..i]
-                .iter()
-                .find(|o| o.listen == f.listen && o.proto == f.proto)
-            {
-                return Err(format!(
-                    "--forward {}/{} is given twice (to {} and to {}): each listener can go to one place",
-                    f.listen, f.proto, first.target, f.target
-                ));
-            }
+        if let Some((first, f)) = given_twice(&self.forward, |a, b| {
+            (a.listen, a.proto) == (b.listen, b.proto)
+        }) {
+            return Err(format!(
+                "--forward {}/{} is given twice (to {} and to {}): each listener can go to one place",
+                f.listen, f.proto, first.target, f.target
+            ));
         }
         Ok(())
     }
+}
+
+/// The first item that `same` matches with an earlier one, with that
+/// earlier one: `(earlier, later)`.
+fn given_twice<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> Option<(&T, &T)> {
+    items.iter().enumerate().find_map(|(i, later)| {
+        items[..i]
+            .iter()
+            .find(|e| same(e, later))
+            .map(|e| (e, later))
+    })
 }
 
 #[cfg(test)]

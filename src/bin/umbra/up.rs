@@ -176,28 +176,24 @@ pub fn run(up: Up) -> Result<(), String> {
     })
 }
 
-fn observe_config(
-    up: &Settings,
-    interface: &str,
-    userspace: bool,
-) -> Result<ObserveConfig, String> {
+fn observe_config(s: &Settings, interface: &str, userspace: bool) -> Result<ObserveConfig, String> {
     use umbra::observe::client::default_path;
     let off = |v: &Option<String>| v.as_deref() == Some("none");
     let root = umbra::observe::client::uid() == 0;
-    let control = match &up.control {
-        _ if off(&up.control) => None,
+    let control = match &s.control {
+        _ if off(&s.control) => None,
         Some(p) => Some(PathBuf::from(p)),
         None => Some(default_path(interface, root && !userspace)),
     };
-    let uapi = match &up.uapi {
-        _ if off(&up.uapi) => None,
+    let uapi = match &s.uapi {
+        _ if off(&s.uapi) => None,
         Some(p) => Some(PathBuf::from(p)),
         None if userspace => None,
         None => Some(PathBuf::from(format!(
             "/var/run/wireguard/{interface}.sock"
         ))),
     };
-    let metrics = match &up.metrics {
+    let metrics = match &s.metrics {
         None => None,
         Some(a) => Some(
             a.parse()
@@ -206,10 +202,10 @@ fn observe_config(
     };
     Ok(ObserveConfig {
         control,
-        flow_log: up.flow_log.clone(),
+        flow_log: s.flow_log.clone(),
         metrics,
         uapi,
-        control_is_default: up.control.is_none(),
-        uapi_is_default: up.uapi.is_none(),
+        control_is_default: s.control.is_none(),
+        uapi_is_default: s.uapi.is_none(),
     })
 }
