@@ -14,8 +14,8 @@ pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
 }
 
 /// Sets one socket option whose value is a plain C value (`c_int`,
-/// `linger`, ...).
-fn set_option<T: Copy>(
+/// `linger`, `timeval`, ...).
+pub(super) fn set_option<T: Copy>(
     sock: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,

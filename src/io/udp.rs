@@ -45,20 +45,12 @@ pub fn bind_v6(addr: SocketAddrV6) -> io::Result<UdpSocket> {
     // SAFETY: `raw` is a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
-    let one: libc::c_int = 1;
-    // SAFETY: IPV6_V6ONLY takes a c_int; we pass a live one and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    super::sockopt::set_option(
+        &fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        &1 as &libc::c_int,
+    )?;
 
     // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
     let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };

@@ -32,6 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use self::codec::{Op, IFF_UP, NLMSG_DONE, NLMSG_ERROR, RTM_NEWLINK};
+use super::sockopt::set_option;
 use crate::net::IpNet;
 
 mod codec;
@@ -145,25 +146,13 @@ impl Netlink {
         }
         // Ask for error strings and for errors without our request echoed
         // back. Old kernels lack these; errors then just carry less detail.
-        let _ = set_int_option(&fd, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        let _ = set_int_option(&fd, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = set_option(&fd, libc::SOL_NETLINK, NETLINK_EXT_ACK, &1 as &libc::c_int);
+        let _ = set_option(&fd, libc::SOL_NETLINK, NETLINK_CAP_ACK, &1 as &libc::c_int);
         let timeout = libc::timeval {
             tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
             tv_usec: 0,
         };
-        // SAFETY: SO_RCVTIMEO takes a `struct timeval`; we pass a valid one and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &timeout as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(fail(io::Error::last_os_error()));
-        }
+        set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout).map_err(fail)?;
         Ok(Netlink {
             fd,
             seq: 0,
@@ -402,29 +391,6 @@ impl Netlink {
             return Ok(n);
         }
     }
-}
-
-fn set_int_option(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the option value is a c_int that lives across the call, and
-    // its size is passed; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
